@@ -1,0 +1,173 @@
+"""Bilinear resize that works with unknown height/width on every backend and in export.
+
+Why not ``keras.ops.image.resize``: in keras 3.14-3.15 it fails in TensorFlow graph mode when
+H or W is unknown (``OperatorNotAllowedInGraphError``), which breaks ``fit``/``predict`` on
+tf.data with dynamic sizes and ``model.export`` (see the stack notes, table #1). It also has
+no ``align_corners=True`` mode, which DANet, CCNet, ISANet and FLANet use, and the JAX
+backend antialiases when downsampling, unlike PyTorch's ``F.interpolate``.
+
+Method: separable linear interpolation with gathers. For each axis we compute, from the
+(possibly symbolic) input and output sizes, the two source indices and the weight of every
+output position, then ``take`` the two source rows/columns and blend them. This is exactly
+PyTorch's ``F.interpolate(mode="bilinear", align_corners=...)`` (no antialiasing), uses only
+``keras.ops``, and lowers to GATHER/MUL/ADD in TFLite.
+
+Source coordinate of output index ``o`` for input size ``n`` and output size ``m``:
+    align_corners=False: ``src = max((o + 0.5) * n / m - 0.5, 0)``  (half-pixel centres)
+    align_corners=True:  ``src = o * (n - 1) / (m - 1)``
+then ``i0 = min(floor(src), n - 1)``, ``i1 = min(i0 + 1, n - 1)``, ``w1 = src - i0``.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+
+def _is_static(value):
+    return isinstance(value, int)
+
+
+def _axis_interpolation(in_size, out_size, align_corners):
+    """Source indices (int32) and blend weights (float32) for one axis."""
+    in_f = ops.cast(in_size, "float32")
+    out_f = ops.cast(out_size, "float32")
+    positions = ops.cast(ops.arange(0, out_size, 1, dtype="int32"), "float32")
+    if align_corners:
+        scale = (in_f - 1.0) / ops.maximum(out_f - 1.0, 1.0)
+        source = positions * scale
+    else:
+        source = ops.maximum((positions + 0.5) * (in_f / out_f) - 0.5, 0.0)
+    lower = ops.minimum(ops.floor(source), in_f - 1.0)
+    upper = ops.minimum(lower + 1.0, in_f - 1.0)
+    weight = source - lower
+    return ops.cast(lower, "int32"), ops.cast(upper, "int32"), weight
+
+
+def _interpolate_axis(x, in_size, out_size, axis, align_corners):
+    lower, upper, weight = _axis_interpolation(in_size, out_size, align_corners)
+    weight_shape = [1, 1, 1, 1]
+    weight_shape[axis] = -1
+    weight = ops.cast(ops.reshape(weight, weight_shape), x.dtype)
+    x_lower = ops.take(x, lower, axis=axis)
+    x_upper = ops.take(x, upper, axis=axis)
+    return x_lower + (x_upper - x_lower) * weight
+
+
+def _interpolate_axis_nearest(x, in_size, out_size, axis):
+    # PyTorch "nearest": src = floor(o * n / m).
+    positions = ops.cast(ops.arange(0, out_size, 1, dtype="int32"), "float32")
+    scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
+    index = ops.minimum(ops.floor(positions * scale), ops.cast(in_size, "float32") - 1.0)
+    return ops.take(x, ops.cast(index, "int32"), axis=axis)
+
+
+def resize(images, size, interpolation="bilinear", align_corners=False):
+    """Resize ``(B, H, W, C)`` images to ``size = (height, width)`` (ints or scalar tensors).
+
+    Works with symbolic/unknown input sizes on TensorFlow, JAX and PyTorch.
+    """
+    if interpolation not in ("bilinear", "nearest"):
+        raise ValueError(f"resize: interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+    if len(images.shape) != 4:
+        raise ValueError(f"resize: expected a 4-D (B, H, W, C) tensor, got shape {images.shape}")
+    in_h, in_w = _spatial_size(images)
+    out_h, out_w = size
+    x = images
+    if interpolation == "nearest":
+        x = _interpolate_axis_nearest(x, in_h, out_h, axis=1)
+        return _interpolate_axis_nearest(x, in_w, out_w, axis=2)
+    x = _interpolate_axis(x, in_h, out_h, 1, align_corners)
+    return _interpolate_axis(x, in_w, out_w, 2, align_corners)
+
+
+def _spatial_size(x):
+    """(H, W) as Python ints when static, else as scalar tensors."""
+    static = x.shape
+    dynamic = None
+    sizes = []
+    for axis in (1, 2):
+        if static[axis] is not None:
+            sizes.append(int(static[axis]))
+        else:
+            if dynamic is None:
+                dynamic = ops.shape(x)
+            sizes.append(dynamic[axis])
+    return tuple(sizes)
+
+
+def scaled_size(size, scale):
+    """``max(1, floor(size * scale))``, the output size PyTorch computes for ``scale_factor``.
+
+    The resize itself then maps coordinates by the size ratio, i.e. it equals
+    ``F.interpolate(size=scaled_size(...))``.
+    """
+    if _is_static(size):
+        return max(1, int(math.floor(size * scale)))
+    scaled = ops.floor(ops.cast(size, "float32") * scale)
+    return ops.cast(ops.maximum(scaled, 1.0), "int32")
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class Resize(keras.layers.Layer):
+    """Resize feature maps to a reference tensor's size or by a scale factor.
+
+    Call as ``Resize()(x, reference)`` to match ``reference``'s height and width (e.g.
+    logits to the input image), or ``Resize(scale=0.5)(x)`` for ``floor(H * 0.5)``.
+    Unknown (``None``) sizes work on all backends, inside ``fit``/``predict`` and in
+    SavedModel/TFLite export. The result matches PyTorch ``F.interpolate`` with the same
+    ``align_corners``.
+
+    Args:
+        scale: float or ``None``. Scale factor used when no reference is given.
+        interpolation: ``"bilinear"`` (default) or ``"nearest"``.
+        align_corners: bool. Default ``False`` (mmsegmentation); ``True`` matches the
+            official DANet/CCNet/ISANet/FLANet code.
+
+    Example:
+    >>> logits = keras.ops.ones((1, 8, 8, 19))
+    >>> image = keras.ops.ones((1, 61, 45, 3))
+    >>> Resize(align_corners=True)(logits, image).shape
+    (1, 61, 45, 19)
+    """
+
+    def __init__(self, scale=None, interpolation="bilinear", align_corners=False, **kwargs):
+        super().__init__(**kwargs)
+        if interpolation not in ("bilinear", "nearest"):
+            raise ValueError(
+                f"Resize: interpolation must be 'bilinear' or 'nearest', got {interpolation!r}"
+            )
+        if scale is not None and not float(scale) > 0:
+            raise ValueError(f"Resize: scale must be positive, got {scale!r}")
+        self.scale = None if scale is None else float(scale)
+        self.interpolation = interpolation
+        self.align_corners = bool(align_corners)
+
+    def _target_size(self, inputs, reference):
+        if reference is not None:
+            return _spatial_size(reference)
+        if self.scale is None:
+            raise ValueError("Resize: pass a reference tensor or construct with scale=...")
+        in_h, in_w = _spatial_size(inputs)
+        return scaled_size(in_h, self.scale), scaled_size(in_w, self.scale)
+
+    def call(self, inputs, reference=None):
+        size = self._target_size(inputs, reference)
+        return resize(inputs, size, self.interpolation, self.align_corners)
+
+    def compute_output_shape(self, inputs_shape, reference_shape=None):
+        if reference_shape is not None:
+            height, width = reference_shape[1], reference_shape[2]
+        else:
+            height, width = (
+                None if size is None else max(1, int(math.floor(size * self.scale)))
+                for size in inputs_shape[1:3]
+            )
+        return (inputs_shape[0], height, width, inputs_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"scale": self.scale, "interpolation": self.interpolation, "align_corners": self.align_corners}
+        )
+        return config
