@@ -1,0 +1,87 @@
+"""DANet channel attention module (CAM)."""
+
+import keras
+from keras import ops
+
+
+def _input_channels(layer, input_shape):
+    """Validate a ``(B, H, W, C)`` input shape and return ``C``."""
+    if len(input_shape) != 4:
+        raise ValueError(
+            f"{type(layer).__name__} expects a 4-D channels-last input (batch, height, width, "
+            f"channels); got shape {tuple(input_shape)}. Reshape the feature map to 4-D."
+        )
+    if input_shape[-1] is None:
+        raise ValueError(
+            f"{type(layer).__name__} needs a known channel dimension; got input shape "
+            f"{tuple(input_shape)}. Give the last axis a fixed size."
+        )
+    return int(input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class ChannelAttention(keras.layers.Layer):
+    """Channel attention module (CAM) of DANet.
+
+    Paper: Jun Fu, Jing Liu, Haijie Tian, Yong Li, Yongjun Bao, Zhiwei Fang, Hanqing Lu,
+    "Dual Attention Network for Scene Segmentation", CVPR 2019, arXiv:1809.02983.
+
+    Channels attend to channels, with no projections. With ``X`` the input as ``(C, N)``
+    (``N = H*W``):
+
+        E = X X^T                                   (C x C, summed over all positions)
+        A = softmax_j(max_j' E[i, j'] - E[i, j])    (= softmax(-E): dissimilar channels win)
+        y = gamma * (A X) + x                       (gamma: one scalar, initialised to 0)
+
+    The ``max - E`` form is the reference code's (not in the paper; the authors adopted it
+    "to prevent loss divergence"); since softmax is shift invariant it equals softmax(-E).
+    It is kept literally.
+
+    Reference: junfu1115/DANet @ ``b0a0fa008148f102321cdaa7ca38fb0ddd0239d1``,
+    ``encoding/nn/da_att.py``, ``CAM_Module`` (state-dict key ``gamma``). Deviations:
+    none. The C x C energies grow with H*W, so they and the softmax are computed in
+    float32 under mixed precision (float16 would overflow on large maps).
+
+    Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``; with ``return_attention_scores=True``
+    also the channel attention ``(B, C, C)`` (float32).
+
+    Call arguments:
+        inputs: ``(B, H, W, C)`` feature map.
+        return_attention_scores: bool. If ``True`` return ``(output, attention)``.
+
+    Example:
+    >>> layer = ChannelAttention()
+    >>> layer(keras.ops.ones((2, 7, 9, 16))).shape
+    (2, 7, 9, 16)
+    """
+
+    def build(self, input_shape):
+        _input_channels(self, input_shape)
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+        self.built = True
+
+    def call(self, inputs, return_attention_scores=False):
+        shape = ops.shape(inputs)
+        height, width, channels = shape[1], shape[2], shape[3]
+        x = ops.cast(inputs, "float32")
+        # (B, H, W, C) -> (B, N, C)
+        flat = ops.reshape(x, (-1, height * width, channels))
+        # (B, C, N) @ (B, N, C) -> (B, C, C)
+        energy = ops.matmul(ops.transpose(flat, (0, 2, 1)), flat)
+        energy_new = ops.max(energy, axis=-1, keepdims=True) - energy
+        attention = ops.softmax(energy_new, axis=-1)
+        # out[i, n] = sum_j A[i, j] X[j, n]:  (B, N, C) @ (B, C, C)^T -> (B, N, C)
+        context = ops.matmul(flat, ops.transpose(attention, (0, 2, 1)))
+        context = ops.reshape(context, (-1, height, width, channels))
+        gamma = ops.cast(self.gamma, "float32")
+        outputs = ops.cast(gamma * context + x, self.compute_dtype)
+        if return_attention_scores:
+            return outputs, attention
+        return outputs
+
+    def reference_weight_mapping(self):
+        """DANet ``CAM_Module`` state-dict keys -> our variables."""
+        return {"gamma": (self.gamma, "copy")}
+
+    def get_config(self):
+        return super().get_config()

@@ -1,0 +1,166 @@
+"""Efficient attention (linear-complexity attention by associativity)."""
+
+import keras
+from keras import ops
+
+from keras_segattn import convert
+
+_NORMALIZATIONS = ("softmax", "scaling")
+
+
+def _input_channels(layer, input_shape):
+    """Validate a ``(B, H, W, C)`` input shape and return ``C``."""
+    if len(input_shape) != 4:
+        raise ValueError(
+            f"{type(layer).__name__} expects a 4-D channels-last input (batch, height, width, "
+            f"channels); got shape {tuple(input_shape)}. Reshape the feature map to 4-D."
+        )
+    if input_shape[-1] is None:
+        raise ValueError(
+            f"{type(layer).__name__} needs a known channel dimension to create its weights; "
+            f"got input shape {tuple(input_shape)}. Give the last axis a fixed size."
+        )
+    return int(input_shape[-1])
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"EfficientAttention: {name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class EfficientAttention(keras.layers.Layer):
+    """Efficient attention: ``rho_q(Q) (rho_k(K)^T V)``, linear in the number of positions.
+
+    Paper: Zhuoran Shen, Mingyuan Zhang, Haiyu Zhao, Shuai Yi, Hongsheng Li, "Efficient
+    Attention: Attention with Linear Complexities", WACV 2021, arXiv:1812.01243.
+
+    With 1x1 projections with bias ``K, Q`` (``key_channels``), ``V`` (``value_channels``),
+    heads taking contiguous channel slices (head i: key/query channels
+    ``[i*dk/h, (i+1)*dk/h)``, value channels ``[i*dv/h, (i+1)*dv/h)``), per head:
+
+        K^ = softmax(K, axis=positions)      (each key channel is a distribution over N)
+        Q^ = softmax(Q, axis=head channels)  (per position)
+        G  = K^T V                           (dk/h x dv/h global context vectors)
+        O  = Q^ G                            (N x dv/h)
+        y  = reprojection(concat_heads(O)) + x      (1x1 conv dv -> C with bias)
+
+    ``normalization="scaling"`` replaces both softmaxes with a division by sqrt(N); the
+    result then equals dot-product attention ``(Q K^T / N) V`` exactly (the paper's
+    equivalence). The default ``"softmax"`` is the reference code. No 1/sqrt(d) scaling,
+    no gamma, no BN; the reprojection has the default (non-zero) init, so the block is not
+    the identity at init. Memory is O(N (dk + dv) + dk dv / h).
+
+    Reference: cmsflash/efficient-attention @ ``46a5f9eaf09470affb0ab30932b7748cc3c871ef``,
+    ``efficient_attention.py``, ``EfficientAttention(in_channels, key_channels, head_count,
+    value_channels)``; state-dict keys ``keys.*``, ``queries.*``, ``values.*``,
+    ``reprojection.*``. Deviations: the ``normalization`` option is an addition (the
+    reference is ``"softmax"``). The multi-head split is in the code, not in the paper.
+    Softmaxes and products run in float32 under mixed precision.
+
+    Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``.
+
+    Args:
+        key_channels: int, total key/query channels ``dk`` (divisible by ``num_heads``).
+        value_channels: int, total value channels ``dv`` (divisible by ``num_heads``).
+        num_heads: int, number of heads (the reference's ``head_count``). Default 1.
+        normalization: ``"softmax"`` (reference) or ``"scaling"`` (divide Q and K by
+            sqrt(N)). Default ``"softmax"``.
+
+    Example:
+    >>> layer = EfficientAttention(key_channels=16, value_channels=16, num_heads=2)
+    >>> layer(keras.ops.ones((2, 7, 9, 24))).shape
+    (2, 7, 9, 24)
+    """
+
+    def __init__(
+        self, key_channels, value_channels, num_heads=1, normalization="softmax", **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.key_channels = _positive_int("key_channels", key_channels)
+        self.value_channels = _positive_int("value_channels", value_channels)
+        self.num_heads = _positive_int("num_heads", num_heads)
+        for name, value in (("key_channels", key_channels), ("value_channels", value_channels)):
+            if value % self.num_heads:
+                raise ValueError(
+                    f"EfficientAttention: num_heads={self.num_heads} must divide {name}={value}; "
+                    "pick a num_heads that divides both key_channels and value_channels."
+                )
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(
+                f"EfficientAttention: normalization must be one of {_NORMALIZATIONS}, "
+                f"got {normalization!r}."
+            )
+        self.normalization = normalization
+
+    def build(self, input_shape):
+        channels = _input_channels(self, input_shape)
+
+        def conv(filters, name, shape):
+            layer = keras.layers.Conv2D(
+                filters, 1, use_bias=True, dtype=self.dtype_policy, name=name
+            )
+            layer.build(shape)
+            return layer
+
+        self.key_proj = conv(self.key_channels, "keys", input_shape)
+        self.query_proj = conv(self.key_channels, "queries", input_shape)
+        self.value_proj = conv(self.value_channels, "values", input_shape)
+        self.reprojection = conv(
+            channels, "reprojection", (*tuple(input_shape)[:-1], self.value_channels)
+        )
+        self.built = True
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        height, width = shape[1], shape[2]
+        heads = self.num_heads
+        head_keys = self.key_channels // heads
+        head_values = self.value_channels // heads
+
+        def split_heads(projection, head_channels):
+            # (B, H, W, h * d) -> (B, N, h, d); head i = channels [i*d, (i+1)*d).
+            x = ops.cast(projection(inputs), "float32")
+            return ops.reshape(x, (-1, height * width, heads, head_channels))
+
+        key = split_heads(self.key_proj, head_keys)
+        query = split_heads(self.query_proj, head_keys)
+        value = split_heads(self.value_proj, head_values)
+        if self.normalization == "softmax":
+            key = ops.softmax(key, axis=1)  # over positions, per key channel
+            query = ops.softmax(query, axis=-1)  # over the head's channels, per position
+        else:
+            scale = ops.rsqrt(ops.cast(height * width, "float32"))
+            key = key * scale
+            query = query * scale
+        # (B, N, h, dk) x (B, N, h, dv) -> (B, h, dk, dv)
+        context = ops.einsum("bnhk,bnhv->bhkv", key, value)
+        # (B, h, dk, dv) x (B, N, h, dk) -> (B, N, h, dv) -> (B, H, W, h * dv)
+        attended = ops.einsum("bhkv,bnhk->bnhv", context, query)
+        attended = ops.reshape(attended, (-1, height, width, self.value_channels))
+        return self.reprojection(ops.cast(attended, self.compute_dtype)) + inputs
+
+    def reference_weight_mapping(self):
+        """cmsflash ``EfficientAttention`` state-dict keys -> our variables."""
+        mapping = {}
+        for key, conv in (
+            ("keys", self.key_proj),
+            ("queries", self.query_proj),
+            ("values", self.value_proj),
+            ("reprojection", self.reprojection),
+        ):
+            mapping.update(convert.conv_mapping(key, conv))
+        return mapping
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "key_channels": self.key_channels,
+                "value_channels": self.value_channels,
+                "num_heads": self.num_heads,
+                "normalization": self.normalization,
+            }
+        )
+        return config

@@ -1,0 +1,334 @@
+"""Interlaced Sparse Self-Attention (ISANet / ISSA).
+
+Huang, Yuan, Guo, Zhang, Chen, Wang, "Interlaced Sparse Self-Attention for Semantic
+Segmentation", arXiv 1907.12273 (also in the IJCV OCNet paper).
+
+Reference implementation: openseg-group/openseg.pytorch @
+``aefc75517b09068d7131a69420bc5f66cb41f0ee``, ``lib/models/modules/isa_block.py``
+(``SelfAttentionBlock2D``, ``ISA_Block``).
+"""
+
+import keras
+from keras import ops
+
+from keras_segattn import convert
+from keras_segattn.layers.conv_bn_act import ConvBNAct
+
+_ACTIVATIONS = ("relu", "leaky_relu")
+
+
+def _size(x, axis):
+    """Static size of ``axis`` as a Python int, else a scalar tensor."""
+    static = x.shape[axis]
+    return int(static) if static is not None else ops.shape(x)[axis]
+
+
+def _pad_or_crop_axis(x, out_size, offset, axis):
+    """``y[i] = x[i - offset]`` where ``0 <= i - offset < len(x)``, else 0, for ``i < out_size``.
+
+    A gather + mask instead of ``ops.pad``/slicing so that ``offset``/``out_size`` may be
+    symbolic (unknown spatial size) on every backend. With ``offset <= 0`` it crops.
+    """
+    in_size = _size(x, axis)
+    index = ops.arange(0, out_size, 1, dtype="int32") - ops.cast(offset, "int32")
+    valid = ops.logical_and(index >= 0, index < ops.cast(in_size, "int32"))
+    index = ops.clip(index, 0, ops.cast(in_size, "int32") - 1)
+    y = ops.take(x, index, axis=axis)
+    shape = [1] * len(x.shape)
+    shape[axis] = -1
+    return y * ops.reshape(ops.cast(valid, y.dtype), shape)
+
+
+def _validate_activation(name, activation):
+    if activation not in _ACTIVATIONS:
+        raise ValueError(
+            f"{name}: activation must be one of {_ACTIVATIONS} ('relu' matches openseg "
+            f"bn_type='torchbn', 'leaky_relu' the official inplace_abn training), got {activation!r}."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class ISASelfAttention(keras.layers.Layer):
+    """Dense self-attention over all positions of each map (openseg ``SelfAttentionBlock2D``).
+
+    The sub-block that :class:`InterlacedSparseAttention` applies to its long-range and
+    short-range groups; usable on its own as a plain (non-residual) self-attention block.
+
+    Formula (N = h*w positions of one map, d = ``key_channels``)::
+
+        q = f_query(x), k = f_key(x)      f = [1x1 conv (no bias), BN, act] x 2
+        v = f_value(x)                    1x1 conv, no bias, no norm
+        A = softmax_keys(d^-0.5 * q k^T)  (N, N), float32
+        y = W(A v)                        W = 1x1 conv (no bias), BN, act
+
+    There is no residual inside (as upstream).
+
+    Input ``(B, h, w, C)``; output ``(B, h, w, output_channels)``.
+
+    Args:
+        key_channels: int, query/key channels (d).
+        value_channels: int, value channels.
+        output_channels: int, output channels of ``W``.
+        activation: ``"relu"`` (default, openseg ``bn_type="torchbn"``) or
+            ``"leaky_relu"`` (slope 0.01, InPlaceABN as in the official training).
+        epsilon: float, BN epsilon. Default 1e-5 (PyTorch).
+        momentum: float, BN momentum (Keras meaning). Default 0.9.
+
+    Example:
+    >>> block = ISASelfAttention(8, 12, 16)
+    >>> block(keras.ops.ones((2, 5, 3, 4))).shape
+    (2, 5, 3, 16)
+    """
+
+    def __init__(
+        self,
+        key_channels,
+        value_channels,
+        output_channels,
+        activation="relu",
+        epsilon=1e-5,
+        momentum=0.9,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _validate_activation(type(self).__name__, activation)
+        for arg, value in (
+            ("key_channels", key_channels),
+            ("value_channels", value_channels),
+            ("output_channels", output_channels),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{type(self).__name__}: {arg} must be a positive int, got {value!r}.")
+        self.key_channels = key_channels
+        self.value_channels = value_channels
+        self.output_channels = output_channels
+        self.activation = activation
+        self.epsilon = float(epsilon)
+        self.momentum = float(momentum)
+
+        def cba(filters, name):
+            return ConvBNAct(
+                filters, 1, activation=activation, negative_slope=0.01, epsilon=self.epsilon,
+                momentum=self.momentum, dtype=self.dtype_policy, name=name,
+            )
+
+        self.query_convs = [cba(key_channels, "f_query_0"), cba(key_channels, "f_query_1")]
+        self.key_convs = [cba(key_channels, "f_key_0"), cba(key_channels, "f_key_1")]
+        self.value_conv = keras.layers.Conv2D(
+            value_channels, 1, use_bias=False, dtype=self.dtype_policy, name="f_value"
+        )
+        self.out_conv = cba(output_channels, "W")
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"{type(self).__name__}: expected a 4-D (B, H, W, C) input, got shape {input_shape}."
+            )
+        if input_shape[-1] is None:
+            raise ValueError(f"{type(self).__name__}: the channel dimension must be known, got {input_shape}.")
+        key_shape = tuple(input_shape[:-1]) + (self.key_channels,)
+        for convs in (self.query_convs, self.key_convs):
+            convs[0].build(input_shape)
+            convs[1].build(key_shape)
+        self.value_conv.build(input_shape)
+        self.out_conv.build(tuple(input_shape[:-1]) + (self.value_channels,))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        query = key = inputs
+        for conv in self.query_convs:
+            query = conv(query, training=training)
+        for conv in self.key_convs:
+            key = conv(key, training=training)
+        value = self.value_conv(inputs)
+        height, width = _size(inputs, 1), _size(inputs, 2)
+        # (B, h, w, d) -> (B, N, d), row-major positions like torch's view(B, C, -1).
+        query = ops.reshape(ops.cast(query, "float32"), (-1, height * width, self.key_channels))
+        key = ops.reshape(ops.cast(key, "float32"), (-1, height * width, self.key_channels))
+        value = ops.reshape(value, (-1, height * width, self.value_channels))
+        # (B, N, d) @ (B, d, N) -> (B, N, N), scaled by d^-0.5, softmax over keys in float32.
+        energy = ops.matmul(query, ops.transpose(key, (0, 2, 1))) * (self.key_channels ** -0.5)
+        attention = ops.cast(ops.softmax(energy, axis=-1), value.dtype)
+        # (B, N, N) @ (B, N, C_v) -> (B, N, C_v) -> (B, h, w, C_v)
+        context = ops.reshape(ops.matmul(attention, value), (-1, height, width, self.value_channels))
+        return self.out_conv(context, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_channels,)
+
+    def reference_weight_mapping(self):
+        """openseg ``SelfAttentionBlock2D`` state-dict keys -> our variables."""
+        mapping = {}
+        for name, convs in (("f_query", self.query_convs), ("f_key", self.key_convs)):
+            mapping.update(convs[0].reference_weight_mapping(f"{name}.0", f"{name}.1.0"))
+            mapping.update(convs[1].reference_weight_mapping(f"{name}.2", f"{name}.3.0"))
+        mapping.update(convert.conv_mapping("f_value", self.value_conv))
+        mapping.update(self.out_conv.reference_weight_mapping("W.0", "W.1.0"))
+        return mapping
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "key_channels": self.key_channels,
+                "value_channels": self.value_channels,
+                "output_channels": self.output_channels,
+                "activation": self.activation,
+                "epsilon": self.epsilon,
+                "momentum": self.momentum,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class InterlacedSparseAttention(keras.layers.Layer):
+    """Interlaced sparse self-attention: long-range then short-range grouped attention.
+
+    Huang et al., "Interlaced Sparse Self-Attention for Semantic Segmentation",
+    arXiv 1907.12273. Reference: openseg-group/openseg.pytorch @ ``aefc7551``,
+    ``lib/models/modules/isa_block.py``, ``ISA_Block``.
+
+    With ``down_factor = (P_h, P_w)`` (the *local block size*), ``Q_h = ceil(H / P_h)``,
+    ``Q_w = ceil(W / P_w)``:
+
+    1. zero-pad to ``(Q_h P_h, Q_w P_w)``: top ``= pad_h // 2``, bottom the rest (left/right
+       likewise). Padded zeros are not masked: they act as keys and queries, as upstream.
+    2. write ``h = a P_h + p``, ``w = b P_w + q``. Long-range: for each ``(p, q)`` apply
+       :class:`ISASelfAttention` to the ``Q_h x Q_w`` map of pixels ``(a P_h + p, b P_w + q)``
+       (pixels ``P`` apart over the whole image).
+    3. short-range: for each ``(a, b)`` apply a second :class:`ISASelfAttention` to the
+       contiguous ``P_h x P_w`` block.
+    4. crop the padding.
+
+    Each step is dense attention within a group; the grouping is done only by reshape and
+    transpose (no gathers of attention maps), so memory is
+    ``O(B (H W) (Q_h Q_w + P_h P_w))`` instead of ``O(B (H W)^2)``.
+    Works for any size, including maps smaller than ``down_factor`` and unknown sizes.
+
+    Input ``(B, H, W, C)``; output ``(B, H, W, output_channels)`` (default ``C``).
+
+    Deviations: none in the maths. ``activation="relu"`` is the openseg ``torchbn`` path
+    (the golden vectors); the official training used InPlaceABN (``"leaky_relu"``, 0.01).
+
+    Args:
+        key_channels: int, query/key channels of both sub-blocks (paper 256).
+        value_channels: int, value channels (paper 512).
+        output_channels: int or ``None`` (input channels).
+        down_factor: ``(P_h, P_w)`` local block size. Default ``(8, 8)``.
+        activation: ``"relu"`` or ``"leaky_relu"``.
+        epsilon: float, BN epsilon. Default 1e-5.
+        momentum: float, BN momentum (Keras meaning). Default 0.9.
+
+    Example:
+    >>> layer = InterlacedSparseAttention(8, 12, down_factor=(4, 4))
+    >>> layer(keras.ops.ones((2, 10, 9, 16))).shape
+    (2, 10, 9, 16)
+    """
+
+    def __init__(
+        self,
+        key_channels,
+        value_channels,
+        output_channels=None,
+        down_factor=(8, 8),
+        activation="relu",
+        epsilon=1e-5,
+        momentum=0.9,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _validate_activation(type(self).__name__, activation)
+        if isinstance(down_factor, int):
+            down_factor = (down_factor, down_factor)
+        down_factor = tuple(down_factor)
+        if len(down_factor) != 2 or not all(
+            isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in down_factor
+        ):
+            raise ValueError(
+                f"InterlacedSparseAttention: down_factor must be two positive ints (P_h, P_w), "
+                f"got {down_factor!r}."
+            )
+        if output_channels is not None and (not isinstance(output_channels, int) or output_channels < 1):
+            raise ValueError(
+                f"InterlacedSparseAttention: output_channels must be a positive int or None, "
+                f"got {output_channels!r}."
+            )
+        self.key_channels = key_channels
+        self.value_channels = value_channels
+        self.output_channels = output_channels
+        self.down_factor = down_factor
+        self.activation = activation
+        self.epsilon = float(epsilon)
+        self.momentum = float(momentum)
+        self.long_range = None
+        self.short_range = None
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"InterlacedSparseAttention: expected a 4-D (B, H, W, C) input, got shape {input_shape}."
+            )
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"InterlacedSparseAttention: the channel dimension must be known, got {input_shape}.")
+        out = self.output_channels or channels
+        kwargs = dict(
+            key_channels=self.key_channels, value_channels=self.value_channels, output_channels=out,
+            activation=self.activation, epsilon=self.epsilon, momentum=self.momentum,
+            dtype=self.dtype_policy,
+        )
+        self.long_range = ISASelfAttention(name="long_range_sa", **kwargs)
+        self.short_range = ISASelfAttention(name="short_range_sa", **kwargs)
+        self.long_range.build((None, None, None, channels))
+        self.short_range.build((None, None, None, out))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        ph, pw = self.down_factor
+        height, width = _size(inputs, 1), _size(inputs, 2)
+        qh, qw = (height + ph - 1) // ph, (width + pw - 1) // pw
+        pad_h, pad_w = qh * ph - height, qw * pw - width
+        x = _pad_or_crop_axis(inputs, qh * ph, pad_h // 2, axis=1)
+        x = _pad_or_crop_axis(x, qw * pw, pad_w // 2, axis=2)
+        channels = inputs.shape[-1]
+        out = self.long_range.output_channels
+
+        # (B, Qh*Ph, Qw*Pw, C) -> (B, Qh, Ph, Qw, Pw, C) -> (B, Ph, Pw, Qh, Qw, C)
+        x = ops.reshape(x, (-1, qh, ph, qw, pw, channels))
+        x = ops.transpose(x, (0, 2, 4, 1, 3, 5))
+        # Long range: batch B*Ph*Pw of Qh x Qw maps.
+        x = self.long_range(ops.reshape(x, (-1, qh, qw, channels)), training=training)
+        # (B, Ph, Pw, Qh, Qw, O) -> (B, Qh, Qw, Ph, Pw, O)
+        x = ops.transpose(ops.reshape(x, (-1, ph, pw, qh, qw, out)), (0, 3, 4, 1, 2, 5))
+        # Short range: batch B*Qh*Qw of contiguous Ph x Pw blocks.
+        x = self.short_range(ops.reshape(x, (-1, ph, pw, out)), training=training)
+        # (B, Qh, Qw, Ph, Pw, O) -> (B, Qh, Ph, Qw, Pw, O) -> (B, Qh*Ph, Qw*Pw, O)
+        x = ops.transpose(ops.reshape(x, (-1, qh, qw, ph, pw, out)), (0, 1, 3, 2, 4, 5))
+        x = ops.reshape(x, (-1, qh * ph, qw * pw, out))
+        x = _pad_or_crop_axis(x, height, -(pad_h // 2), axis=1)
+        return _pad_or_crop_axis(x, width, -(pad_w // 2), axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_channels or input_shape[-1],)
+
+    def reference_weight_mapping(self):
+        """openseg ``ISA_Block`` state-dict keys (``long_range_sa.*``, ``short_range_sa.*``)."""
+        mapping = convert.prefixed("long_range_sa", self.long_range.reference_weight_mapping())
+        mapping.update(convert.prefixed("short_range_sa", self.short_range.reference_weight_mapping()))
+        return mapping
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "key_channels": self.key_channels,
+                "value_channels": self.value_channels,
+                "output_channels": self.output_channels,
+                "down_factor": list(self.down_factor),
+                "activation": self.activation,
+                "epsilon": self.epsilon,
+                "momentum": self.momentum,
+            }
+        )
+        return config

@@ -1,0 +1,242 @@
+"""Linear Attention Mechanism (LAM): first-order Taylor linear position / channel attention."""
+
+import keras
+from keras import ops
+
+from keras_segattn import convert
+
+# Floor on the squared L2 norm. The reference divides by the bare norm (an all-zero vector
+# gives NaN); this floor only changes vectors with norm < 1e-12, i.e. all-zero ones,
+# which become 0 instead of NaN. Any other vector is normalised exactly as upstream.
+_MIN_SQUARED_NORM = 1e-24
+
+
+def _input_channels(layer, input_shape):
+    """Validate a ``(B, H, W, C)`` input shape and return ``C``."""
+    if len(input_shape) != 4:
+        raise ValueError(
+            f"{type(layer).__name__} expects a 4-D channels-last input (batch, height, width, "
+            f"channels); got shape {tuple(input_shape)}. Reshape the feature map to 4-D."
+        )
+    if input_shape[-1] is None:
+        raise ValueError(
+            f"{type(layer).__name__} needs a known channel dimension; got input shape "
+            f"{tuple(input_shape)}. Give the last axis a fixed size."
+        )
+    return int(input_shape[-1])
+
+
+def _check_eps(layer_name, eps):
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+        raise ValueError(f"{layer_name}: eps must be a non-negative number, got {eps!r}.")
+    return float(eps)
+
+
+def _l2_normalize_channels(x):
+    """``x / ||x||_2`` over the last (channel) axis, per position."""
+    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    return x / ops.sqrt(ops.maximum(squared_norm, _MIN_SQUARED_NORM))
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class LinearPositionAttention(keras.layers.Layer):
+    """Linear position attention of LAM (``PositionLinearAttention``), O(N) memory.
+
+    Paper: Rui Li, Jianlin Su, Chenxi Duan, Shunyi Zheng, "Linear Attention Mechanism: An
+    Efficient Attention for Semantic Segmentation", arXiv:2007.14902 (2020).
+
+    Softmax attention ``sum_j exp(q_i.k_j) v_j / sum_j exp(q_i.k_j)`` with ``exp`` replaced
+    by its first-order Taylor expansion ``1 + q^_i.k^_j`` on L2-normalised queries/keys.
+    With 1x1 projections with bias ``Q, K`` (``C // reduction`` channels), ``V`` (``C``),
+    ``q^_i = Q_i / ||Q_i||`` and ``k^_j = K_j / ||K_j||`` (norms over channels, per
+    position), exactly as the reference code computes it:
+
+        out[i, c] = (sum_j V[j, c] + sum_m q^_i[m] sum_j k^_j[m] V[j, c])
+                    / (N + sum_m q^_i[m] (sum_j k^_j[m] + eps))
+        y = x + gamma * out                          (gamma: one scalar, initialised to 0)
+
+    (eps is added to the key-sum vector, not to the denominator.)
+
+    Reference: lironui/Linear-Attention-Mechanism @
+    ``bcf978932c685294cfa2d305dac6e26ccdf55205``, ``Linear-Attention-Mechanism.py``,
+    ``PositionLinearAttention``; state-dict keys ``query_conv.*``, ``key_conv.*``,
+    ``value_conv.*``, ``gamma``.
+
+    Deviations from upstream:
+        * Non-square inputs work. Upstream unpacks ``(B, C, width, height) = x.shape`` and
+          reshapes the result to ``(B, C, height, width)``, so only H == W works (issue
+          lironui/Linear-Attention-Mechanism#2); here H and W are used correctly, which is
+          identical for square inputs.
+        * The L2 norm has a 1e-24 floor on the squared norm: an all-zero query/key vector
+          gives 0 instead of NaN. Every other vector is normalised as upstream.
+        * Under mixed precision the attention is computed in float32.
+
+    Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``.
+
+    Args:
+        reduction: int, channel reduction of the query/key projections (``C // reduction``
+            channels, must be >= 1). Default 8.
+        eps: float, added to the key sums in the denominator. Default 1e-6.
+
+    Example:
+    >>> layer = LinearPositionAttention(reduction=8)
+    >>> layer(keras.ops.ones((2, 9, 5, 32))).shape
+    (2, 9, 5, 32)
+    """
+
+    def __init__(self, reduction=8, eps=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(reduction, bool) or int(reduction) != reduction or reduction < 1:
+            raise ValueError(
+                "LinearPositionAttention: reduction must be a positive integer, "
+                f"got {reduction!r}."
+            )
+        self.reduction = int(reduction)
+        self.eps = _check_eps("LinearPositionAttention", eps)
+
+    def build(self, input_shape):
+        channels = _input_channels(self, input_shape)
+        key_channels = channels // self.reduction
+        if key_channels < 1:
+            raise ValueError(
+                f"LinearPositionAttention: {channels} input channels // reduction "
+                f"{self.reduction} gives {key_channels} query/key channels; use reduction <= "
+                f"{channels} or more input channels."
+            )
+
+        def conv(filters, name):
+            layer = keras.layers.Conv2D(
+                filters, 1, use_bias=True, dtype=self.dtype_policy, name=name
+            )
+            layer.build(input_shape)
+            return layer
+
+        self.query_conv = conv(key_channels, "query_conv")
+        self.key_conv = conv(key_channels, "key_conv")
+        self.value_conv = conv(channels, "value_conv")
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+        self.built = True
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        height, width, channels = shape[1], shape[2], shape[3]
+        num_positions = height * width
+
+        def flat(projection, filters):
+            # (B, H, W, C') -> (B, N, C')
+            x = ops.cast(projection(inputs), "float32")
+            return ops.reshape(x, (-1, num_positions, filters))
+
+        query = _l2_normalize_channels(flat(self.query_conv, self.query_conv.filters))
+        key = _l2_normalize_channels(flat(self.key_conv, self.key_conv.filters))
+        value = flat(self.value_conv, channels)
+
+        key_sum = ops.sum(key, axis=1) + self.eps  # (B, m)
+        # (B, N, m) . (B, m) -> (B, N)
+        denominator = ops.cast(num_positions, "float32") + ops.einsum(
+            "bnm,bm->bn", query, key_sum
+        )
+        value_sum = ops.sum(value, axis=1, keepdims=True)  # (B, 1, C)
+        # (B, N, m) x (B, N, C) -> (B, m, C)
+        matrix = ops.einsum("bnm,bnc->bmc", key, value)
+        # (B, N, m) x (B, m, C) -> (B, N, C)
+        numerator = value_sum + ops.einsum("bnm,bmc->bnc", query, matrix)
+        context = numerator * ops.expand_dims(1.0 / denominator, -1)
+        context = ops.reshape(context, (-1, height, width, channels))
+        gamma = ops.cast(self.gamma, "float32")
+        return ops.cast(ops.cast(inputs, "float32") + gamma * context, self.compute_dtype)
+
+    def reference_weight_mapping(self):
+        """LAM ``PositionLinearAttention`` state-dict keys -> our variables."""
+        mapping = {"gamma": (self.gamma, "copy")}
+        for name in ("query_conv", "key_conv", "value_conv"):
+            mapping.update(convert.conv_mapping(name, getattr(self, name)))
+        return mapping
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"reduction": self.reduction, "eps": self.eps})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class LinearChannelAttention(keras.layers.Layer):
+    """Linear channel attention of LAM (``ChannelLinearAttention``), no projections.
+
+    Paper: Rui Li, Jianlin Su, Chenxi Duan, Shunyi Zheng, "Linear Attention Mechanism: An
+    Efficient Attention for Semantic Segmentation", arXiv:2007.14902 (2020).
+
+    Q = K = V = x as ``(N, C)``. The reference code normalises each *position* vector over
+    channels, ``x^_n = x_n / ||x_n||`` (the same axis as the position module), and then
+    computes, with ``cos(m, n) = x^_m . x^_n``:
+
+        out[n, c] = (sum_c' x[n, c'] + sum_m x[m, c] cos(m, n))
+                    / (N + sum_n' x^[n', c] (sum_c'' x^[n', c''] + eps))
+        y = x + gamma * out                          (gamma: one scalar, initialised to 0)
+
+    This is what the code computes, reproduced exactly; it is *not* the channel-wise
+    ``(1 + q^_c . k^_c')`` formula of the paper's idea (channel vectors normalised over
+    positions). Cost is O(N C^2).
+
+    Reference: lironui/Linear-Attention-Mechanism @
+    ``bcf978932c685294cfa2d305dac6e26ccdf55205``, ``Linear-Attention-Mechanism.py``,
+    ``ChannelLinearAttention``; state-dict key ``gamma``.
+
+    Deviations from upstream:
+        * Non-square inputs work (upstream swaps width/height when reshaping back, so only
+          H == W works, issue lironui/Linear-Attention-Mechanism#2); identical for squares.
+        * The L2 norm has a 1e-24 floor on the squared norm: an all-zero position vector
+          (e.g. after ReLU) gives 0 instead of NaN. Every other vector is as upstream.
+        * Under mixed precision the attention is computed in float32.
+
+    Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``.
+
+    Args:
+        eps: float, added to the per-position sums in the denominator. Default 1e-6.
+
+    Example:
+    >>> layer = LinearChannelAttention()
+    >>> layer(keras.ops.ones((2, 7, 5, 16))).shape
+    (2, 7, 5, 16)
+    """
+
+    def __init__(self, eps=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.eps = _check_eps("LinearChannelAttention", eps)
+
+    def build(self, input_shape):
+        _input_channels(self, input_shape)
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+        self.built = True
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        height, width, channels = shape[1], shape[2], shape[3]
+        num_positions = height * width
+        x = ops.cast(inputs, "float32")
+        flat = ops.reshape(x, (-1, num_positions, channels))  # (B, N, C)
+        normed = _l2_normalize_channels(flat)  # (B, N, C)
+
+        position_sum = ops.sum(normed, axis=-1) + self.eps  # (B, N)
+        # (B, N, C) . (B, N) -> (B, C)
+        denominator = ops.cast(num_positions, "float32") + ops.einsum(
+            "bnc,bn->bc", normed, position_sum
+        )
+        value_sum = ops.sum(flat, axis=-1, keepdims=True)  # (B, N, 1)
+        # (B, N, C) x (B, N, C') -> (B, C, C')
+        matrix = ops.einsum("bnc,bnd->bcd", flat, normed)
+        # (B, C, C') x (B, N, C') -> (B, N, C)
+        numerator = value_sum + ops.einsum("bcd,bnd->bnc", matrix, normed)
+        context = numerator * ops.expand_dims(1.0 / denominator, 1)
+        context = ops.reshape(context, (-1, height, width, channels))
+        gamma = ops.cast(self.gamma, "float32")
+        return ops.cast(x + gamma * context, self.compute_dtype)
+
+    def reference_weight_mapping(self):
+        """LAM ``ChannelLinearAttention`` state-dict keys -> our variables."""
+        return {"gamma": (self.gamma, "copy")}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"eps": self.eps})
+        return config

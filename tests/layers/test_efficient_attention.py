@@ -1,0 +1,94 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_segattn import convert
+from keras_segattn.layers import EfficientAttention
+from keras_segattn.testing import TestCase
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "..", "golden")
+
+
+def load_golden(case):
+    with open(os.path.join(GOLDEN, f"{case}.json")) as f:
+        meta = json.load(f)
+    with np.load(os.path.join(GOLDEN, f"{case}.npz")) as data:
+        arrays = {k: data[k] for k in data.files}
+    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    return meta, arrays, params
+
+
+def numpy_dot_product_attention(x, layer):
+    """Multi-head dot-product attention with 1/N normalisation: (Q K^T / N) V per head."""
+    w = {name: [keras.ops.convert_to_numpy(v).astype("float64") for v in (conv.kernel, conv.bias)]
+         for name, conv in (("k", layer.key_proj), ("q", layer.query_proj),
+                            ("v", layer.value_proj), ("r", layer.reprojection))}
+    b, h, wd, c = x.shape
+    n = h * wd
+    flat = x.reshape(b, n, c).astype("float64")
+    q, k, v = (flat @ w[name][0][0, 0] + w[name][1] for name in ("q", "k", "v"))
+    heads = layer.num_heads
+    q, k, v = (t.reshape(b, n, heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v))
+    out = (q @ k.transpose(0, 1, 3, 2) / n) @ v  # (B, heads, N, dv/h)
+    out = out.transpose(0, 2, 1, 3).reshape(b, n, -1)
+    out = out @ w["r"][0][0, 0] + w["r"][1] + flat
+    return out.reshape(b, h, wd, c)
+
+
+class TestEfficientAttention(TestCase):
+    def test_matches_cmsflash_golden(self):
+        meta, arrays, params = load_golden("efficient_attention")
+        kwargs = meta["constructor_kwargs"]
+        x = arrays["input"]
+        assert x.shape[-1] == kwargs["in_channels"]
+        layer = EfficientAttention(
+            key_channels=kwargs["key_channels"], value_channels=kwargs["value_channels"],
+            num_heads=kwargs["head_count"],
+        )
+        layer(x)
+        assert sorted(layer.reference_weight_mapping()) == sorted(p["key"] for p in meta["params"])
+        convert.load_reference_weights(layer, params)
+        tol = meta["tolerance"]
+        self.assertAllClose(layer(x), arrays["output"], atol=tol["atol"], rtol=tol["rtol"])
+
+    def test_layer_contract(self):
+        x = np.random.default_rng(0).normal(size=(2, 7, 5, 6)).astype("float32")
+        self.run_layer_test(
+            EfficientAttention, {"key_channels": 8, "value_channels": 4, "num_heads": 2}, x,
+            expected_output_shape=(2, 7, 5, 6),
+        )
+
+    @pytest.mark.parametrize("num_heads", [1, 2])
+    def test_scaling_equals_dot_product_attention(self, num_heads):
+        x = np.random.default_rng(1).normal(size=(2, 5, 3, 6)).astype("float32")
+        layer = EfficientAttention(8, 4, num_heads=num_heads, normalization="scaling")
+        out = layer(x)
+        self.assertAllClose(out, numpy_dot_product_attention(x, layer), atol=1e-5, rtol=1e-4)
+
+    @pytest.mark.filterwarnings("ignore:You are using a softmax")
+    def test_odd_and_tiny_sizes(self):
+        layer = EfficientAttention(8, 4, num_heads=4)
+        for shape in [(1, 1, 1, 3), (3, 9, 5, 3)]:
+            out = layer(np.random.default_rng(2).normal(size=shape).astype("float32"))
+            assert tuple(out.shape) == shape
+
+    def test_float16_128x128_finite(self):
+        x = (3 * np.random.default_rng(4).normal(size=(1, 128, 128, 16))).astype("float32")
+        out = EfficientAttention(16, 16, num_heads=2, dtype="mixed_float16")(x)
+        assert keras.backend.standardize_dtype(out.dtype) == "float16"
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))))
+
+    def test_bad_arguments_and_inputs(self):
+        with pytest.raises(ValueError, match="num_heads=3 must divide key_channels=16"):
+            EfficientAttention(16, 15, num_heads=3)
+        with pytest.raises(ValueError, match="num_heads=2 must divide value_channels=5"):
+            EfficientAttention(16, 5, num_heads=2)
+        with pytest.raises(ValueError, match="key_channels must be a positive integer"):
+            EfficientAttention(0, 4)
+        with pytest.raises(ValueError, match="normalization must be one of"):
+            EfficientAttention(4, 4, normalization="l2")
+        with pytest.raises(ValueError, match="4-D channels-last"):
+            EfficientAttention(4, 4)(np.ones((2, 4, 8), "float32"))

@@ -1,0 +1,55 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_segattn import convert
+from keras_segattn.layers import FullyAttentional
+from keras_segattn.testing import TestCase
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "..", "golden")
+
+
+class TestFullyAttentional(TestCase):
+    def test_golden_flanet_fa(self):
+        data = np.load(os.path.join(GOLDEN, "flanet_fa.npz"))
+        meta = json.load(open(os.path.join(GOLDEN, "flanet_fa.json")))
+        layer = FullyAttentional()
+        layer(data["input"])
+        params = {k[6:]: data[k] for k in data.files if k.startswith("param/")}
+        convert.load_reference_weights(layer, params)
+        tol = meta["tolerance"]
+        self.assertAllClose(
+            layer(data["input"], training=False), data["output"], atol=tol["atol"], rtol=tol["rtol"]
+        )
+
+    def test_batch_equals_per_sample(self):
+        # The upstream .repeat() tiling mixes samples for batch > 1; ours must not.
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(3, 5, 4, 6)).astype("float32")
+        layer = FullyAttentional()
+        layer(x)
+        layer.gamma.assign(np.array([1.3], "float32"))
+        batched = keras.ops.convert_to_numpy(layer(x, training=False))
+        for b in range(3):
+            self.assertAllClose(batched[b:b + 1], layer(x[b:b + 1], training=False), atol=1e-5, rtol=1e-5)
+
+    def test_layer_contract(self):
+        x = np.random.default_rng(1).normal(size=(2, 7, 5, 4)).astype("float32")
+        layer = self.run_layer_test(FullyAttentional, {}, x, expected_output_shape=(2, 7, 5, 4))
+        self.assertAllClose(layer.gamma, np.zeros(1))
+
+    def test_float16_large_map_is_finite(self):
+        x = np.random.default_rng(3).normal(size=(1, 128, 128, 4)).astype("float32") * 4
+        layer = FullyAttentional(dtype="mixed_float16")
+        layer(x)
+        layer.gamma.assign(np.array([1.0], "float32"))
+        y = layer(x)
+        assert keras.backend.standardize_dtype(y.dtype) == "float16"
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))))
+
+    def test_bad_inputs(self):
+        with pytest.raises(ValueError, match="4-D"):
+            FullyAttentional()(np.ones((2, 8, 8), "float32"))

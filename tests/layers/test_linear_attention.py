@@ -1,0 +1,151 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_segattn import convert
+from keras_segattn.layers import LinearChannelAttention, LinearPositionAttention
+from keras_segattn.testing import TestCase
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "..", "golden")
+
+
+def load_golden(case):
+    with open(os.path.join(GOLDEN, f"{case}.json")) as f:
+        meta = json.load(f)
+    with np.load(os.path.join(GOLDEN, f"{case}.npz")) as data:
+        arrays = {k: data[k] for k in data.files}
+    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    return meta, arrays, params
+
+
+def _normalize(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def numpy_position(x, layer, gamma, eps):
+    """(1 + q^.k^) Taylor attention as a dense loop-free float64 formula (mechanisms.md §4)."""
+    w = [keras.ops.convert_to_numpy(v).astype("float64") for v in (
+        layer.query_conv.kernel, layer.query_conv.bias, layer.key_conv.kernel,
+        layer.key_conv.bias, layer.value_conv.kernel, layer.value_conv.bias)]
+    b, h, wd, c = x.shape
+    n = h * wd
+    flat = x.reshape(b, n, c).astype("float64")
+    q = _normalize(flat @ w[0][0, 0] + w[1])
+    k = _normalize(flat @ w[2][0, 0] + w[3])
+    v = flat @ w[4][0, 0] + w[5]
+    weights = 1.0 + q @ k.transpose(0, 2, 1)  # (B, N, N)
+    denominator = weights.sum(-1) + eps * q.sum(-1)  # eps enters as eps * sum_m q^[m]
+    out = (weights @ v) / denominator[..., None]
+    return (flat + gamma * out).reshape(b, h, wd, c)
+
+
+def numpy_channel(x, gamma, eps):
+    """The reference code's channel expression (mechanisms.md §4), float64."""
+    b, h, wd, c = x.shape
+    n = h * wd
+    flat = x.reshape(b, n, c).astype("float64")
+    xh = _normalize(flat)
+    cos = xh @ xh.transpose(0, 2, 1)  # (B, N, N): cos(m, n)
+    numerator = flat.sum(-1, keepdims=True) + cos @ flat  # (B, N, C)
+    denominator = n + np.einsum("bnc,bn->bc", xh, xh.sum(-1) + eps)  # (B, C)
+    return (flat + gamma * numerator / denominator[:, None, :]).reshape(b, h, wd, c)
+
+
+class TestLinearPositionAttention(TestCase):
+    def test_matches_lam_golden(self):
+        meta, arrays, params = load_golden("lam_position")
+        kwargs = meta["constructor_kwargs"]
+        x = arrays["input"]
+        assert x.shape[-1] == kwargs["in_places"]
+        layer = LinearPositionAttention(reduction=8, eps=kwargs["eps"])
+        layer(x)
+        assert sorted(layer.reference_weight_mapping()) == sorted(p["key"] for p in meta["params"])
+        convert.load_reference_weights(layer, params)
+        tol = meta["tolerance"]
+        self.assertAllClose(layer(x), arrays["output"], atol=tol["atol"], rtol=tol["rtol"])
+
+    def test_layer_contract(self):
+        x = np.random.default_rng(0).normal(size=(2, 7, 5, 16)).astype("float32")
+        self.run_layer_test(
+            LinearPositionAttention, {"reduction": 8, "eps": 1e-6}, x,
+            expected_output_shape=(2, 7, 5, 16),
+        )
+
+    @pytest.mark.parametrize("shape", [(2, 5, 3, 16), (1, 1, 7, 16)])
+    def test_non_square_matches_numpy(self, shape):
+        # Upstream only works for H == W; the fixed layer must match the formula anywhere.
+        x = np.random.default_rng(1).normal(size=shape).astype("float32")
+        layer = LinearPositionAttention(reduction=4, eps=1e-6)
+        layer(x)
+        layer.gamma.assign(np.array([0.9], "float32"))
+        self.assertAllClose(layer(x), numpy_position(x, layer, 0.9, 1e-6), atol=1e-5, rtol=1e-4)
+
+    def test_float16_128x128_finite(self):
+        x = (3 * np.random.default_rng(4).normal(size=(1, 128, 128, 16))).astype("float32")
+        layer = LinearPositionAttention(dtype="mixed_float16")
+        layer(x)
+        layer.gamma.assign(np.ones((1,), "float32"))
+        out = layer(x)
+        assert keras.backend.standardize_dtype(out.dtype) == "float16"
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))))
+
+    def test_bad_inputs(self):
+        with pytest.raises(ValueError, match="4-D channels-last"):
+            LinearPositionAttention()(np.ones((2, 4, 8), "float32"))
+        with pytest.raises(ValueError, match="gives 0 query/key channels"):
+            LinearPositionAttention(reduction=8)(np.ones((1, 4, 4, 7), "float32"))
+        with pytest.raises(ValueError, match="eps must be a non-negative number"):
+            LinearPositionAttention(eps=-1.0)
+
+
+class TestLinearChannelAttention(TestCase):
+    def test_matches_lam_golden(self):
+        meta, arrays, params = load_golden("lam_channel")
+        x = arrays["input"]
+        layer = LinearChannelAttention(eps=meta["constructor_kwargs"]["eps"])
+        layer(x)
+        assert sorted(layer.reference_weight_mapping()) == sorted(p["key"] for p in meta["params"])
+        convert.load_reference_weights(layer, params)
+        tol = meta["tolerance"]
+        self.assertAllClose(layer(x), arrays["output"], atol=tol["atol"], rtol=tol["rtol"])
+
+    def test_layer_contract(self):
+        x = np.random.default_rng(0).normal(size=(2, 7, 5, 6)).astype("float32")
+        self.run_layer_test(
+            LinearChannelAttention, {"eps": 1e-6}, x, expected_output_shape=(2, 7, 5, 6)
+        )
+
+    @pytest.mark.parametrize("shape", [(2, 5, 3, 6), (1, 1, 1, 4)])
+    def test_non_square_matches_numpy(self, shape):
+        x = np.random.default_rng(1).normal(size=shape).astype("float32")
+        layer = LinearChannelAttention()
+        layer(x)
+        layer.gamma.assign(np.array([1.1], "float32"))
+        self.assertAllClose(layer(x), numpy_channel(x, 1.1, 1e-6), atol=1e-5, rtol=1e-4)
+
+    def test_zero_positions_give_no_nan(self):
+        # Upstream's L2 norm has no epsilon: an all-zero position vector gives NaN there.
+        x = np.random.default_rng(2).normal(size=(1, 4, 3, 5)).astype("float32")
+        x[0, 1, 2] = 0.0
+        layer = LinearChannelAttention()
+        layer(x)
+        layer.gamma.assign(np.ones((1,), "float32"))
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(layer(x))))
+
+    def test_float16_128x128_finite(self):
+        x = (3 * np.random.default_rng(4).normal(size=(1, 128, 128, 16))).astype("float32")
+        layer = LinearChannelAttention(dtype="mixed_float16")
+        layer(x)
+        layer.gamma.assign(np.ones((1,), "float32"))
+        out = layer(x)
+        assert keras.backend.standardize_dtype(out.dtype) == "float16"
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))))
+
+    def test_bad_inputs(self):
+        with pytest.raises(ValueError, match="4-D channels-last"):
+            LinearChannelAttention()(np.ones((4, 8), "float32"))
+        with pytest.raises(ValueError, match="eps must be a non-negative number"):
+            LinearChannelAttention(eps="tiny")
