@@ -3,20 +3,7 @@
 import keras
 from keras import ops
 
-
-def _input_channels(layer, input_shape):
-    """Validate a ``(B, H, W, C)`` input shape and return ``C``."""
-    if len(input_shape) != 4:
-        raise ValueError(
-            f"{type(layer).__name__} expects a 4-D channels-last input (batch, height, width, "
-            f"channels); got shape {tuple(input_shape)}. Reshape the feature map to 4-D."
-        )
-    if input_shape[-1] is None:
-        raise ValueError(
-            f"{type(layer).__name__} needs a known channel dimension; got input shape "
-            f"{tuple(input_shape)}. Give the last axis a fixed size."
-        )
-    return int(input_shape[-1])
+from keras_segattn.layers._checks import input_channels
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -51,12 +38,12 @@ class ChannelAttention(keras.layers.Layer):
 
     Example:
     >>> layer = ChannelAttention()
-    >>> layer(keras.ops.ones((2, 7, 9, 16))).shape
+    >>> tuple(layer(keras.ops.ones((2, 7, 9, 16))).shape)
     (2, 7, 9, 16)
     """
 
     def build(self, input_shape):
-        _input_channels(self, input_shape)
+        input_channels(self, input_shape, for_weights=False)
         self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
         self.built = True
 

@@ -11,12 +11,9 @@ Reference: edwardyehuang/CAR @ ``97c90d431ee2e633db407f956704c202d4abf919``,
 import keras
 from keras import ops
 
+from keras_segattn.layers._checks import positive_int, rank4_channels
+from keras_segattn.layers._common import static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
-
-
-def _size(x, axis):
-    static = x.shape[axis]
-    return int(static) if static is not None else ops.shape(x)[axis]
 
 
 def _axial_attention(query, value, group_size):
@@ -101,7 +98,7 @@ class ChannelizedAxialAttention(keras.layers.Layer):
 
     Example:
     >>> layer = ChannelizedAxialAttention(16, key_channels=8)
-    >>> layer(keras.ops.ones((2, 9, 7, 16))).shape
+    >>> tuple(layer(keras.ops.ones((2, 9, 7, 16))).shape)
     (2, 9, 7, 16)
     """
 
@@ -119,17 +116,10 @@ class ChannelizedAxialAttention(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         name = type(self).__name__
-        for arg, value, minimum in (
-            ("filters", filters, 1), ("key_channels", key_channels, 1), ("gate_layers", gate_layers, 0),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{name}: {arg} must be an int >= {minimum}, got {value!r}.")
-        if query_group_size is not None and (
-            not isinstance(query_group_size, int) or query_group_size < 1
-        ):
-            raise ValueError(
-                f"{name}: query_group_size must be a positive int or None, got {query_group_size!r}."
-            )
+        positive_int(self, "filters", filters)
+        positive_int(self, "key_channels", key_channels)
+        positive_int(self, "gate_layers", gate_layers, minimum=0)
+        positive_int(self, "query_group_size", query_group_size, allow_none=True)
         hidden = int(filters * gate_ratio)
         if use_channel_attention and gate_layers > 0 and hidden < 1:
             raise ValueError(
@@ -167,14 +157,7 @@ class ChannelizedAxialAttention(keras.layers.Layer):
                 self.gates[axis] = layers
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"ChannelizedAxialAttention: expected a 4-D (B, H, W, C) input, got shape {input_shape}."
-            )
-        if input_shape[-1] is None:
-            raise ValueError(
-                f"ChannelizedAxialAttention: the channel dimension must be known, got {input_shape}."
-            )
+        rank4_channels(self, input_shape)
         for conv in (self.v_querykey_conv, self.h_querykey_conv, self.value_conv):
             conv.build(input_shape)
         for layers in self.gates.values():

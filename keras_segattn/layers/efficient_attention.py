@@ -4,29 +4,9 @@ import keras
 from keras import ops
 
 from keras_segattn import convert
+from keras_segattn.layers._checks import input_channels, positive_integer
 
 _NORMALIZATIONS = ("softmax", "scaling")
-
-
-def _input_channels(layer, input_shape):
-    """Validate a ``(B, H, W, C)`` input shape and return ``C``."""
-    if len(input_shape) != 4:
-        raise ValueError(
-            f"{type(layer).__name__} expects a 4-D channels-last input (batch, height, width, "
-            f"channels); got shape {tuple(input_shape)}. Reshape the feature map to 4-D."
-        )
-    if input_shape[-1] is None:
-        raise ValueError(
-            f"{type(layer).__name__} needs a known channel dimension to create its weights; "
-            f"got input shape {tuple(input_shape)}. Give the last axis a fixed size."
-        )
-    return int(input_shape[-1])
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"EfficientAttention: {name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -70,7 +50,7 @@ class EfficientAttention(keras.layers.Layer):
 
     Example:
     >>> layer = EfficientAttention(key_channels=16, value_channels=16, num_heads=2)
-    >>> layer(keras.ops.ones((2, 7, 9, 24))).shape
+    >>> tuple(layer(keras.ops.ones((2, 7, 9, 24))).shape)
     (2, 7, 9, 24)
     """
 
@@ -78,9 +58,9 @@ class EfficientAttention(keras.layers.Layer):
         self, key_channels, value_channels, num_heads=1, normalization="softmax", **kwargs
     ):
         super().__init__(**kwargs)
-        self.key_channels = _positive_int("key_channels", key_channels)
-        self.value_channels = _positive_int("value_channels", value_channels)
-        self.num_heads = _positive_int("num_heads", num_heads)
+        self.key_channels = positive_integer(self, "key_channels", key_channels)
+        self.value_channels = positive_integer(self, "value_channels", value_channels)
+        self.num_heads = positive_integer(self, "num_heads", num_heads)
         for name, value in (("key_channels", key_channels), ("value_channels", value_channels)):
             if value % self.num_heads:
                 raise ValueError(
@@ -95,7 +75,7 @@ class EfficientAttention(keras.layers.Layer):
         self.normalization = normalization
 
     def build(self, input_shape):
-        channels = _input_channels(self, input_shape)
+        channels = input_channels(self, input_shape)
 
         def conv(filters, name, shape):
             layer = keras.layers.Conv2D(

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_segattn import convert
+from keras_segattn.layers._checks import rank4_channels
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 
@@ -46,7 +47,7 @@ class FullyAttentional(keras.layers.Layer):
 
     Example:
     >>> layer = FullyAttentional()
-    >>> layer(keras.ops.ones((2, 9, 7, 16))).shape
+    >>> tuple(layer(keras.ops.ones((2, 9, 7, 16))).shape)
     (2, 9, 7, 16)
     """
 
@@ -57,14 +58,7 @@ class FullyAttentional(keras.layers.Layer):
         self.channels = None
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"FullyAttentional: expected a 4-D (B, H, W, C) input, got shape {input_shape}."
-            )
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"FullyAttentional: the channel dimension must be known, got {input_shape}.")
-        self.channels = int(channels)
+        self.channels = rank4_channels(self, input_shape)
         self.row_dense = keras.layers.Dense(self.channels, dtype=self.dtype_policy, name="conv1")
         self.col_dense = keras.layers.Dense(self.channels, dtype=self.dtype_policy, name="conv2")
         self.row_dense.build((None, None, self.channels))

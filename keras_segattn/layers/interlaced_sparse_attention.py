@@ -12,31 +12,11 @@ import keras
 from keras import ops
 
 from keras_segattn import convert
+from keras_segattn.layers._checks import positive_int, rank4_channels
+from keras_segattn.layers._common import pad_or_crop_axis as _pad_or_crop_axis, static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 _ACTIVATIONS = ("relu", "leaky_relu")
-
-
-def _size(x, axis):
-    """Static size of ``axis`` as a Python int, else a scalar tensor."""
-    static = x.shape[axis]
-    return int(static) if static is not None else ops.shape(x)[axis]
-
-
-def _pad_or_crop_axis(x, out_size, offset, axis):
-    """``y[i] = x[i - offset]`` where ``0 <= i - offset < len(x)``, else 0, for ``i < out_size``.
-
-    A gather + mask instead of ``ops.pad``/slicing so that ``offset``/``out_size`` may be
-    symbolic (unknown spatial size) on every backend. With ``offset <= 0`` it crops.
-    """
-    in_size = _size(x, axis)
-    index = ops.arange(0, out_size, 1, dtype="int32") - ops.cast(offset, "int32")
-    valid = ops.logical_and(index >= 0, index < ops.cast(in_size, "int32"))
-    index = ops.clip(index, 0, ops.cast(in_size, "int32") - 1)
-    y = ops.take(x, index, axis=axis)
-    shape = [1] * len(x.shape)
-    shape[axis] = -1
-    return y * ops.reshape(ops.cast(valid, y.dtype), shape)
 
 
 def _validate_activation(name, activation):
@@ -76,7 +56,7 @@ class ISASelfAttention(keras.layers.Layer):
 
     Example:
     >>> block = ISASelfAttention(8, 12, 16)
-    >>> block(keras.ops.ones((2, 5, 3, 4))).shape
+    >>> tuple(block(keras.ops.ones((2, 5, 3, 4))).shape)
     (2, 5, 3, 16)
     """
 
@@ -92,13 +72,9 @@ class ISASelfAttention(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         _validate_activation(type(self).__name__, activation)
-        for arg, value in (
-            ("key_channels", key_channels),
-            ("value_channels", value_channels),
-            ("output_channels", output_channels),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{type(self).__name__}: {arg} must be a positive int, got {value!r}.")
+        positive_int(self, "key_channels", key_channels)
+        positive_int(self, "value_channels", value_channels)
+        positive_int(self, "output_channels", output_channels)
         self.key_channels = key_channels
         self.value_channels = value_channels
         self.output_channels = output_channels
@@ -120,12 +96,7 @@ class ISASelfAttention(keras.layers.Layer):
         self.out_conv = cba(output_channels, "W")
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"{type(self).__name__}: expected a 4-D (B, H, W, C) input, got shape {input_shape}."
-            )
-        if input_shape[-1] is None:
-            raise ValueError(f"{type(self).__name__}: the channel dimension must be known, got {input_shape}.")
+        rank4_channels(self, input_shape)
         key_shape = tuple(input_shape[:-1]) + (self.key_channels,)
         for convs in (self.query_convs, self.key_convs):
             convs[0].build(input_shape)
@@ -222,7 +193,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
 
     Example:
     >>> layer = InterlacedSparseAttention(8, 12, down_factor=(4, 4))
-    >>> layer(keras.ops.ones((2, 10, 9, 16))).shape
+    >>> tuple(layer(keras.ops.ones((2, 10, 9, 16))).shape)
     (2, 10, 9, 16)
     """
 
@@ -249,11 +220,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
                 f"InterlacedSparseAttention: down_factor must be two positive ints (P_h, P_w), "
                 f"got {down_factor!r}."
             )
-        if output_channels is not None and (not isinstance(output_channels, int) or output_channels < 1):
-            raise ValueError(
-                f"InterlacedSparseAttention: output_channels must be a positive int or None, "
-                f"got {output_channels!r}."
-            )
+        positive_int(self, "output_channels", output_channels, allow_none=True)
         self.key_channels = key_channels
         self.value_channels = value_channels
         self.output_channels = output_channels
@@ -265,13 +232,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
         self.short_range = None
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"InterlacedSparseAttention: expected a 4-D (B, H, W, C) input, got shape {input_shape}."
-            )
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"InterlacedSparseAttention: the channel dimension must be known, got {input_shape}.")
+        channels = rank4_channels(self, input_shape)
         out = self.output_channels or channels
         kwargs = dict(
             key_channels=self.key_channels, value_channels=self.value_channels, output_channels=out,

@@ -3,27 +3,13 @@
 import keras
 from keras import ops
 
-from keras_segattn import convert
+from keras_segattn.layers._checks import input_channels
+from keras_segattn.layers._common import QueryKeyValueAttention
 
 # Floor on the squared L2 norm. The reference divides by the bare norm (an all-zero vector
 # gives NaN); this floor only changes vectors with norm < 1e-12, i.e. all-zero ones,
 # which become 0 instead of NaN. Any other vector is normalised exactly as upstream.
 _MIN_SQUARED_NORM = 1e-24
-
-
-def _input_channels(layer, input_shape):
-    """Validate a ``(B, H, W, C)`` input shape and return ``C``."""
-    if len(input_shape) != 4:
-        raise ValueError(
-            f"{type(layer).__name__} expects a 4-D channels-last input (batch, height, width, "
-            f"channels); got shape {tuple(input_shape)}. Reshape the feature map to 4-D."
-        )
-    if input_shape[-1] is None:
-        raise ValueError(
-            f"{type(layer).__name__} needs a known channel dimension; got input shape "
-            f"{tuple(input_shape)}. Give the last axis a fixed size."
-        )
-    return int(input_shape[-1])
 
 
 def _check_eps(layer_name, eps):
@@ -39,7 +25,7 @@ def _l2_normalize_channels(x):
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class LinearPositionAttention(keras.layers.Layer):
+class LinearPositionAttention(QueryKeyValueAttention):
     """Linear position attention of LAM (``PositionLinearAttention``), O(N) memory.
 
     Paper: Rui Li, Jianlin Su, Chenxi Duan, Shunyi Zheng, "Linear Attention Mechanism: An
@@ -80,56 +66,22 @@ class LinearPositionAttention(keras.layers.Layer):
 
     Example:
     >>> layer = LinearPositionAttention(reduction=8)
-    >>> layer(keras.ops.ones((2, 9, 5, 32))).shape
+    >>> tuple(layer(keras.ops.ones((2, 9, 5, 32))).shape)
     (2, 9, 5, 32)
     """
 
     def __init__(self, reduction=8, eps=1e-6, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(reduction, bool) or int(reduction) != reduction or reduction < 1:
-            raise ValueError(
-                "LinearPositionAttention: reduction must be a positive integer, "
-                f"got {reduction!r}."
-            )
-        self.reduction = int(reduction)
+        super().__init__(reduction=reduction, **kwargs)
         self.eps = _check_eps("LinearPositionAttention", eps)
-
-    def build(self, input_shape):
-        channels = _input_channels(self, input_shape)
-        key_channels = channels // self.reduction
-        if key_channels < 1:
-            raise ValueError(
-                f"LinearPositionAttention: {channels} input channels // reduction "
-                f"{self.reduction} gives {key_channels} query/key channels; use reduction <= "
-                f"{channels} or more input channels."
-            )
-
-        def conv(filters, name):
-            layer = keras.layers.Conv2D(
-                filters, 1, use_bias=True, dtype=self.dtype_policy, name=name
-            )
-            layer.build(input_shape)
-            return layer
-
-        self.query_conv = conv(key_channels, "query_conv")
-        self.key_conv = conv(key_channels, "key_conv")
-        self.value_conv = conv(channels, "value_conv")
-        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
-        self.built = True
 
     def call(self, inputs):
         shape = ops.shape(inputs)
         height, width, channels = shape[1], shape[2], shape[3]
         num_positions = height * width
-
-        def flat(projection, filters):
-            # (B, H, W, C') -> (B, N, C')
-            x = ops.cast(projection(inputs), "float32")
-            return ops.reshape(x, (-1, num_positions, filters))
-
-        query = _l2_normalize_channels(flat(self.query_conv, self.query_conv.filters))
-        key = _l2_normalize_channels(flat(self.key_conv, self.key_conv.filters))
-        value = flat(self.value_conv, channels)
+        # (B, N, m), (B, N, m), (B, N, C) in float32
+        query, key, value = self.flat_projections(inputs)
+        query = _l2_normalize_channels(query)
+        key = _l2_normalize_channels(key)
 
         key_sum = ops.sum(key, axis=1) + self.eps  # (B, m)
         # (B, N, m) . (B, m) -> (B, N)
@@ -146,16 +98,9 @@ class LinearPositionAttention(keras.layers.Layer):
         gamma = ops.cast(self.gamma, "float32")
         return ops.cast(ops.cast(inputs, "float32") + gamma * context, self.compute_dtype)
 
-    def reference_weight_mapping(self):
-        """LAM ``PositionLinearAttention`` state-dict keys -> our variables."""
-        mapping = {"gamma": (self.gamma, "copy")}
-        for name in ("query_conv", "key_conv", "value_conv"):
-            mapping.update(convert.conv_mapping(name, getattr(self, name)))
-        return mapping
-
     def get_config(self):
         config = super().get_config()
-        config.update({"reduction": self.reduction, "eps": self.eps})
+        config.update({"eps": self.eps})
         return config
 
 
@@ -196,7 +141,7 @@ class LinearChannelAttention(keras.layers.Layer):
 
     Example:
     >>> layer = LinearChannelAttention()
-    >>> layer(keras.ops.ones((2, 7, 5, 16))).shape
+    >>> tuple(layer(keras.ops.ones((2, 7, 5, 16))).shape)
     (2, 7, 5, 16)
     """
 
@@ -205,7 +150,7 @@ class LinearChannelAttention(keras.layers.Layer):
         self.eps = _check_eps("LinearChannelAttention", eps)
 
     def build(self, input_shape):
-        _input_channels(self, input_shape)
+        input_channels(self, input_shape, for_weights=False)
         self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
         self.built = True
 

@@ -4,21 +4,7 @@ import keras
 from keras import ops
 
 from keras_segattn import convert
-
-
-def _input_channels(layer, input_shape):
-    """Validate a ``(B, H, W, C)`` input shape and return ``C``."""
-    if len(input_shape) != 4:
-        raise ValueError(
-            f"{type(layer).__name__} expects a 4-D channels-last input (batch, height, width, "
-            f"channels); got shape {tuple(input_shape)}. Reshape the feature map to 4-D."
-        )
-    if input_shape[-1] is None:
-        raise ValueError(
-            f"{type(layer).__name__} needs a known channel dimension to create its weights; "
-            f"got input shape {tuple(input_shape)}. Give the last axis a fixed size."
-        )
-    return int(input_shape[-1])
+from keras_segattn.layers._checks import input_channels, positive_integer, reduced_channels
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -61,28 +47,18 @@ class NonLocalBlock(keras.layers.Layer):
 
     Example:
     >>> layer = NonLocalBlock(reduction=2)
-    >>> layer(keras.ops.ones((2, 9, 7, 16))).shape
+    >>> tuple(layer(keras.ops.ones((2, 9, 7, 16))).shape)
     (2, 9, 7, 16)
     """
 
     def __init__(self, reduction=2, use_scale=True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(reduction, bool) or int(reduction) != reduction or reduction < 1:
-            raise ValueError(
-                f"NonLocalBlock: reduction must be a positive integer, got {reduction!r}."
-            )
-        self.reduction = int(reduction)
+        self.reduction = positive_integer(self, "reduction", reduction)
         self.use_scale = bool(use_scale)
 
     def build(self, input_shape):
-        channels = _input_channels(self, input_shape)
-        inter_channels = channels // self.reduction
-        if inter_channels < 1:
-            raise ValueError(
-                f"NonLocalBlock: {channels} input channels // reduction {self.reduction} gives "
-                f"{inter_channels} inner channels; use reduction <= {channels} or more input "
-                "channels."
-            )
+        channels = input_channels(self, input_shape)
+        inter_channels = reduced_channels(self, channels, self.reduction, what="inner")
 
         def conv(filters, name, use_bias=True):
             return keras.layers.Conv2D(

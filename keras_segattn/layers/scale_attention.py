@@ -8,6 +8,8 @@ located (see ``../shared/docs/mechanisms.md`` section 9).
 import keras
 from keras import ops
 
+from keras_segattn.layers._checks import positive_int
+
 
 def merge_scales(scores, logits):
     """``g = sum_s softmax_s(logits)[..., s] * scores[s]`` in float32.
@@ -62,16 +64,14 @@ class ScaleAttention(keras.layers.Layer):
     >>> scores = [keras.ops.ones((1, 8, 8, 5)), keras.ops.zeros((1, 8, 8, 5))]
     >>> features = [keras.ops.ones((1, 8, 8, 4)), keras.ops.ones((1, 8, 8, 4))]
     >>> merged, weights = layer(scores, features, return_attention_scores=True)
-    >>> merged.shape, weights.shape
+    >>> tuple(merged.shape), tuple(weights.shape)
     ((1, 8, 8, 5), (1, 8, 8, 2))
     """
 
     def __init__(self, hidden_filters=512, kernel_size=3, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(hidden_filters, int) or isinstance(hidden_filters, bool) or hidden_filters < 1:
-            raise ValueError(f"ScaleAttention: hidden_filters must be a positive int, got {hidden_filters!r}.")
-        if not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(f"ScaleAttention: kernel_size must be a positive int, got {kernel_size!r}.")
+        positive_int(self, "hidden_filters", hidden_filters)
+        positive_int(self, "kernel_size", kernel_size)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"ScaleAttention: dropout must be in [0, 1), got {dropout!r}.")
         self.hidden_filters = hidden_filters

@@ -9,24 +9,10 @@ section 6).
 import keras
 from keras import ops
 
+from keras_segattn.layers._checks import positive_int, rank4_channels
+from keras_segattn.layers._common import pad_or_crop_axis, static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.resize import resize
-
-
-def _size(x, axis):
-    static = x.shape[axis]
-    return int(static) if static is not None else ops.shape(x)[axis]
-
-
-def _pad_end(x, out_size, axis):
-    """Zero-pad ``axis`` at the end to ``out_size`` (gather + mask: works with unknown sizes)."""
-    in_size = ops.cast(_size(x, axis), "int32")
-    index = ops.arange(0, out_size, 1, dtype="int32")
-    valid = ops.cast(index < in_size, x.dtype)
-    y = ops.take(x, ops.minimum(index, in_size - 1), axis=axis)
-    shape = [1, 1, 1, 1]
-    shape[axis] = -1
-    return y * ops.reshape(valid, shape)
 
 
 def average_pool_ceil(x, pool_size):
@@ -38,7 +24,8 @@ def average_pool_ceil(x, pool_size):
     p = pool_size
     height, width = _size(x, 1), _size(x, 2)
     qh, qw = (height + p - 1) // p, (width + p - 1) // p
-    padded = _pad_end(_pad_end(x, qh * p, 1), qw * p, 2)
+    # Zero-pad at the end to whole windows (gather + mask: works with unknown sizes).
+    padded = pad_or_crop_axis(pad_or_crop_axis(x, qh * p, 0, 1), qw * p, 0, 2)
     # (B, Qh*p, Qw*p, C) -> (B, Qh, p, Qw, p, C) -> window sums (B, Qh, Qw, C)
     sums = ops.sum(ops.reshape(padded, (-1, qh, p, qw, p, x.shape[-1])), axis=(2, 4))
     rows = ops.minimum(p, height - ops.arange(0, qh, 1, dtype="int32") * p)
@@ -79,7 +66,7 @@ class SqueezeAttention(keras.layers.Layer):
 
     Example:
     >>> layer = SqueezeAttention(8)
-    >>> layer(keras.ops.ones((2, 7, 5, 4))).shape
+    >>> tuple(layer(keras.ops.ones((2, 7, 5, 4))).shape)
     (2, 7, 5, 8)
     """
 
@@ -94,10 +81,8 @@ class SqueezeAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
-            raise ValueError(f"SqueezeAttention: filters must be a positive int, got {filters!r}.")
-        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
-            raise ValueError(f"SqueezeAttention: pool_size must be a positive int, got {pool_size!r}.")
+        positive_int(self, "filters", filters)
+        positive_int(self, "pool_size", pool_size)
         if interpolation not in ("nearest", "bilinear"):
             raise ValueError(
                 f"SqueezeAttention: interpolation must be 'nearest' or 'bilinear', got {interpolation!r}."
@@ -119,12 +104,7 @@ class SqueezeAttention(keras.layers.Layer):
         self.attn_convs = [cbr("attn_conv_0"), cbr("attn_conv_1")]
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"SqueezeAttention: expected a 4-D (B, H, W, C) input, got shape {input_shape}."
-            )
-        if input_shape[-1] is None:
-            raise ValueError(f"SqueezeAttention: the channel dimension must be known, got {input_shape}.")
+        rank4_channels(self, input_shape)
         mid_shape = tuple(input_shape[:-1]) + (self.filters,)
         for convs in (self.res_convs, self.attn_convs):
             convs[0].build(input_shape)

@@ -1,1 +1,19 @@
-"""keras_segattn.models"""
+"""Segmentation models: ``get(name, **kwargs)``, ``list_models()`` and the model classes.
+
+Every model takes RGB images in [0, 255] and returns a dict of float32 logits at the input
+resolution (``"logits"`` + auxiliary outputs); ``predict()`` returns only ``"logits"``.
+See ``keras_segattn.models.base`` for the shared contract.
+"""
+
+from keras_segattn.models.base import SegmentationModel, get, list_models, register_model
+from keras_segattn.models.ccnet import CCNet
+from keras_segattn.models.danet import DANet
+from keras_segattn.models.fcn import FCN
+from keras_segattn.models.isanet import ISANet
+from keras_segattn.models.nonlocal_net import NonLocalNet
+from keras_segattn.models.caanet import CAANet
+from keras_segattn.models.eanet import EANet
+from keras_segattn.models.flanet import FLANet
+from keras_segattn.models.sanet import SANet
+from keras_segattn.models.lanet import LANet
+from keras_segattn.models.attention_to_scale import AttentionToScale

@@ -1,6 +1,3 @@
-import json
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -9,39 +6,36 @@ from keras_segattn import convert
 from keras_segattn.layers import ChannelizedAxialAttention
 from keras_segattn.testing import TestCase
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "..", "golden")
-
-
-def _golden_layer(**kwargs):
-    data = np.load(os.path.join(GOLDEN, "caa_axial.npz"))
-    meta = json.load(open(os.path.join(GOLDEN, "caa_axial.json")))
+def _golden_layer(load_golden, **kwargs):
+    meta, data, params = load_golden("caa_axial")
     kw = meta["constructor_kwargs"]
     layer = ChannelizedAxialAttention(
         kw["filters"], key_channels=kw["guided_filters"], gate_layers=kw["hidden_layers_count"],
         gate_ratio=kw["hidden_layer_ratio"], **kwargs,
     )
     layer(data["input"])
-    convert.load_reference_weights(layer, {k[6:]: data[k] for k in data.files if k.startswith("param/")})
+    convert.load_reference_weights(layer, params)
     return layer, data, meta["tolerance"]
 
 
 class TestChannelizedAxialAttention(TestCase):
     # group size 2 exercises the grouped path with a padded last group (9 -> 10, 7 -> 8).
     @pytest.mark.parametrize("group", [None, 2])
-    def test_golden_caa_axial(self, group):
-        layer, data, tol = _golden_layer(query_group_size=group)
+    def test_golden_caa_axial(self, group, load_golden):
+        layer, data, tol = _golden_layer(load_golden, query_group_size=group)
         self.assertAllClose(
             layer(data["input"], training=False), data["output"], atol=tol["atol"], rtol=tol["rtol"]
         )
 
     def test_layer_contract(self):
         # The grouped path (ops.map) is covered by the golden test with group 2; the
-        # contract runs on the dense path to keep the JAX eager test time down.
-        x = np.random.default_rng(1).normal(size=(2, 7, 5, 4)).astype("float32")
+        # contract runs on the dense path with the golden case's configuration and shape,
+        # so the eager ops compiled by the golden test are reused (JAX compiles per shape).
+        x = np.random.default_rng(1).normal(size=(2, 9, 7, 16)).astype("float32")
         self.run_layer_test(
             ChannelizedAxialAttention,
-            {"filters": 6, "key_channels": 3, "gate_layers": 1, "gate_ratio": 0.5, "query_group_size": None},
-            x, expected_output_shape=(2, 7, 5, 6),
+            {"filters": 16, "key_channels": 8, "gate_layers": 5, "gate_ratio": 0.25, "query_group_size": None},
+            x, expected_output_shape=(2, 9, 7, 16),
         )
 
     def test_float16_large_map_is_finite(self):

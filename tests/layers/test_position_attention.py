@@ -1,6 +1,3 @@
-import json
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -8,18 +5,6 @@ import pytest
 from keras_segattn import convert
 from keras_segattn.layers import PositionAttention
 from keras_segattn.testing import TestCase
-
-GOLDEN = os.path.join(os.path.dirname(__file__), "..", "golden")
-
-
-def load_golden(case):
-    with open(os.path.join(GOLDEN, f"{case}.json")) as f:
-        meta = json.load(f)
-    with np.load(os.path.join(GOLDEN, f"{case}.npz")) as data:
-        arrays = {k: data[k] for k in data.files}
-    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    return meta, arrays, params
-
 
 def numpy_pam(x, wq, bq, wk, bk, wv, bv, gamma):
     """Independent float64 PAM on NHWC input with Keras-layout 1x1 kernels."""
@@ -35,7 +20,7 @@ def numpy_pam(x, wq, bq, wk, bk, wv, bv, gamma):
 
 
 class TestPositionAttention(TestCase):
-    def test_matches_danet_golden(self):
+    def test_matches_danet_golden(self, load_golden):
         meta, arrays, params = load_golden("danet_pam")
         x = arrays["input"]
         assert x.shape[-1] == meta["constructor_kwargs"]["in_dim"]
@@ -54,8 +39,8 @@ class TestPositionAttention(TestCase):
 
     def test_attention_scores_and_numpy_formula(self):
         rng = np.random.default_rng(1)
-        x = rng.normal(size=(3, 5, 4, 16)).astype("float32")
-        layer = PositionAttention(reduction=4)
+        x = rng.normal(size=(2, 7, 5, 16)).astype("float32")  # shapes shared with the contract
+        layer = PositionAttention(reduction=8)
         layer(x)
         layer.gamma.assign(np.array([0.7], "float32"))
         out, att = layer(x, return_attention_scores=True)
@@ -63,19 +48,20 @@ class TestPositionAttention(TestCase):
             layer.query_conv.kernel, layer.query_conv.bias, layer.key_conv.kernel,
             layer.key_conv.bias, layer.value_conv.kernel, layer.value_conv.bias)]
         expected, expected_att = numpy_pam(x, *weights, 0.7)
-        assert tuple(att.shape) == (3, 20, 20)
+        assert tuple(att.shape) == (2, 35, 35)
         self.assertAllClose(att, expected_att, atol=1e-5, rtol=1e-4)
         self.assertAllClose(out, expected, atol=1e-5, rtol=1e-4)
 
     def test_scores_in_functional_model(self):
-        x = np.random.default_rng(2).normal(size=(2, 3, 5, 8)).astype("float32")
-        inputs = keras.Input((None, None, 8))
+        x = np.random.default_rng(2).normal(size=(2, 7, 5, 16)).astype("float32")
+        inputs = keras.Input((None, None, 16))
         outputs = PositionAttention(reduction=8)(inputs, return_attention_scores=True)
         out, att = keras.Model(inputs, outputs)(x)
-        assert tuple(out.shape) == (2, 3, 5, 8) and tuple(att.shape) == (2, 15, 15)
+        assert tuple(out.shape) == (2, 7, 5, 16) and tuple(att.shape) == (2, 35, 35)
 
     @pytest.mark.filterwarnings("ignore:You are using a softmax")
-    @pytest.mark.parametrize("shape", [(1, 1, 1, 8), (3, 1, 6, 8), (2, 3, 2, 9)])
+    # A single position; and batch 3, H = 1, channels not a multiple of the reduction.
+    @pytest.mark.parametrize("shape", [(1, 1, 1, 8), (3, 1, 6, 9)])
     def test_identity_at_init_any_size(self, shape):
         x = np.random.default_rng(3).normal(size=shape).astype("float32")
         out = PositionAttention()(x)

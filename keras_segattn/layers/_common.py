@@ -1,0 +1,84 @@
+"""Pieces shared by several attention layers (private; the public API is the layers)."""
+
+import keras
+from keras import ops
+
+from keras_segattn import convert
+from keras_segattn.layers._checks import input_channels, positive_integer, reduced_channels
+
+
+def static_size(x, axis):
+    """Static size of ``axis`` as a Python int, else a scalar tensor."""
+    static = x.shape[axis]
+    return int(static) if static is not None else ops.shape(x)[axis]
+
+
+def pad_or_crop_axis(x, out_size, offset, axis):
+    """``y[i] = x[i - offset]`` where ``0 <= i - offset < len(x)``, else 0, for ``i < out_size``.
+
+    A gather + mask instead of ``ops.pad``/slicing so that ``offset``/``out_size`` may be
+    symbolic (unknown spatial size) on every backend. With ``offset <= 0`` it crops; with
+    ``offset == 0`` it zero-pads (or crops) at the end.
+    """
+    in_size = static_size(x, axis)
+    index = ops.arange(0, out_size, 1, dtype="int32") - ops.cast(offset, "int32")
+    valid = ops.logical_and(index >= 0, index < ops.cast(in_size, "int32"))
+    index = ops.clip(index, 0, ops.cast(in_size, "int32") - 1)
+    y = ops.take(x, index, axis=axis)
+    shape = [1] * len(x.shape)
+    shape[axis] = -1
+    return y * ops.reshape(ops.cast(valid, y.dtype), shape)
+
+
+class QueryKeyValueAttention(keras.layers.Layer):
+    """Base of the DANet-style layers: 1x1 ``query_conv``/``key_conv`` to ``C // reduction``
+    channels, ``value_conv`` to ``C`` channels (all with bias) and a zero-initialised
+    float32 scalar ``gamma``. Subclasses implement ``call``.
+    """
+
+    def __init__(self, reduction=8, **kwargs):
+        super().__init__(**kwargs)
+        self.reduction = positive_integer(self, "reduction", reduction)
+
+    def build(self, input_shape):
+        channels = input_channels(self, input_shape)
+        key_channels = reduced_channels(self, channels, self.reduction)
+
+        def conv(filters, name):
+            layer = keras.layers.Conv2D(
+                filters, 1, use_bias=True, dtype=self.dtype_policy, name=name
+            )
+            layer.build(input_shape)
+            return layer
+
+        self.query_conv = conv(key_channels, "query_conv")
+        self.key_conv = conv(key_channels, "key_conv")
+        self.value_conv = conv(channels, "value_conv")
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+        self.built = True
+
+    def flat_projections(self, inputs):
+        """Float32 ``(query, key, value)`` flattened to ``(B, N, C')``, ``(B, N, C')``,
+        ``(B, N, C)``; ``N = H*W`` in PyTorch's row-major order."""
+        shape = ops.shape(inputs)
+        num_positions = shape[1] * shape[2]
+
+        def flat(projection):
+            # (B, H, W, C') -> (B, N, C')
+            x = ops.cast(projection(inputs), "float32")
+            return ops.reshape(x, (-1, num_positions, projection.filters))
+
+        return flat(self.query_conv), flat(self.key_conv), flat(self.value_conv)
+
+    def reference_weight_mapping(self):
+        """Reference state-dict keys (``query_conv.*``, ``key_conv.*``, ``value_conv.*``,
+        ``gamma``) -> our variables."""
+        mapping = {"gamma": (self.gamma, "copy")}
+        for name in ("query_conv", "key_conv", "value_conv"):
+            mapping.update(convert.conv_mapping(name, getattr(self, name)))
+        return mapping
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"reduction": self.reduction})
+        return config
