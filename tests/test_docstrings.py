@@ -19,13 +19,6 @@ import keras_segattn.layers
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-# Docstrings whose example is known to print a backend-specific repr, in files owned
-# elsewhere: name -> what to change. They run as non-strict xfail until fixed.
-KNOWN_BROKEN = {
-    "Resize": "prints `.shape` (TensorShape / torch.Size); use `tuple(...shape)`",
-    "ConvBNAct": "prints `.shape` (TensorShape / torch.Size); use `tuple(...shape)`",
-}
-
 
 def _public(module, kinds):
     """Public objects of ``kinds`` defined inside keras_segattn, by name."""
@@ -80,16 +73,14 @@ def test_public_api_found():
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
-def test_layer_docstring_example(name, request):
-    if name in KNOWN_BROKEN:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN_BROKEN[name], strict=False))
+def test_layer_docstring_example(name):
     cls = LAYERS[name]
     assert "Example:" in (cls.__doc__ or ""), f"{name} has no `Example:` block"
     keras.utils.set_random_seed(0)
     try:
         attempted = _run(cls)
     finally:
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)
     assert attempted > 0, f"{name}: the `Example:` block has no doctest lines"
 
 
@@ -98,4 +89,4 @@ def test_convert_docstring_examples(name):
     try:
         _run(CONVERT[name])
     finally:
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)

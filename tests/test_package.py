@@ -176,3 +176,20 @@ class TestLoadReferenceWeights(TestCase):
         with pytest.raises(ValueError, match="expected a .npz"):
             (tmp_path / "w.txt").write_text("x")
             convert.read_weights_file(tmp_path / "w.txt")
+
+
+def test_import_does_not_touch_the_network():
+    code = (
+        "import socket\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise AssertionError('network access during import')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "socket.getaddrinfo = refuse\n"
+        "import keras_segattn, keras_segattn.models, keras_segattn.data, keras_segattn.export\n"
+        "keras_segattn.models.DANet(num_classes=3, backbone='resnet_tiny')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")

@@ -1,8 +1,9 @@
 """``keras-segattn train``: train a segmentation model with the standard recipe.
 
 With no arguments it trains DANet on the ``resnet_tiny`` backbone on the built-in
-``synthetic`` dataset (generated locally, no download) and prints the final mIoU: a few
-minutes on a laptop CPU. Re-running with the same ``--output-dir`` (or ``--resume RUN_DIR``)
+``synthetic`` dataset (generated locally, no download) with AdamW (lr 3e-3, poly) for
+1500 steps and prints the final mIoU: a few minutes on a laptop CPU. Other
+datasets default to the mmsegmentation recipe (SGD momentum 0.9, lr 0.01, poly). Re-running with the same ``--output-dir`` (or ``--resume RUN_DIR``)
 continues an interrupted run from its last checkpoint.
 """
 
@@ -37,14 +38,18 @@ def add_arguments(parser):
                    help="synthetic (built in), cityscapes, ade20k or voc_aug")
     g.add_argument("--data-dir", help="tensorflow-datasets data directory")
     g.add_argument("--manual-dir", help="folder with manually downloaded archives")
-    g.add_argument("--dataset-config", help="builder config, e.g. synthetic: 64px or 32px_tiny")
+    g.add_argument("--dataset-config", help="builder config; synthetic: 64px (default), 32px or 32px_tiny")
     g.add_argument("--crop-size", type=_pair, help="training crop HxW (default: the dataset's)")
     g = parser.add_argument_group("schedule")
     g.add_argument("--batch-size", type=int, default=8, help="global batch size")
-    g.add_argument("--steps", type=int, default=600, help="total training iterations")
-    g.add_argument("--eval-every", type=int, default=200,
+    g.add_argument("--steps", type=int, default=1500, help="total training iterations")
+    g.add_argument("--eval-every", type=int, default=500,
                    help="iterations between evaluations / checkpoints")
-    g.add_argument("--lr", type=float, default=0.01, help="peak learning rate (SGD)")
+    g.add_argument("--optimizer", default="auto", choices=("auto", "sgd", "adamw"),
+                   help="auto: adamw on the synthetic dataset, sgd (momentum 0.9, the "
+                        "mmsegmentation recipe) elsewhere")
+    g.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 0.01 for sgd, 3e-3 for adamw)")
     g.add_argument("--end-lr", type=float, default=1e-4, help="final poly learning rate")
     g.add_argument("--warmup-steps", type=int, default=0)
     g.add_argument("--weight-decay", type=float, default=5e-4)
@@ -73,7 +78,8 @@ def config_from_args(args):
         model=args.model, backbone=args.backbone, output_stride=args.output_stride,
         dataset=args.dataset, dataset_config=args.dataset_config, data_dir=args.data_dir, manual_dir=args.manual_dir,
         crop_size=args.crop_size, batch_size=args.batch_size, steps=args.steps,
-        eval_every=args.eval_every, learning_rate=args.lr, end_learning_rate=args.end_lr,
+        eval_every=args.eval_every, optimizer=args.optimizer, learning_rate=args.lr,
+        end_learning_rate=args.end_lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
         gradient_accumulation_steps=args.grad_accum, distribution=args.distribution,
         mixed_precision=args.mixed_precision, output_dir=args.output_dir, seed=args.seed,

@@ -33,7 +33,7 @@ class ConvBNAct(keras.layers.Layer):
 
     Example:
     >>> layer = ConvBNAct(16, kernel_size=3)
-    >>> layer(keras.ops.ones((1, 8, 8, 4))).shape
+    >>> tuple(layer(keras.ops.ones((1, 8, 8, 4))).shape)
     (1, 8, 8, 16)
     """
 

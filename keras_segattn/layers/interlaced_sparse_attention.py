@@ -55,9 +55,9 @@ class ISASelfAttention(keras.layers.Layer):
         momentum: float, BN momentum (Keras meaning). Default 0.9.
 
     Example:
-    >>> block = ISASelfAttention(8, 12, 16)
-    >>> tuple(block(keras.ops.ones((2, 5, 3, 4))).shape)
-    (2, 5, 3, 16)
+    >>> block = ISASelfAttention(4, 6, 3)
+    >>> tuple(block(keras.ops.ones((2, 3, 5, 4))).shape)
+    (2, 3, 5, 3)
     """
 
     def __init__(

@@ -47,8 +47,8 @@ class NonLocalBlock(keras.layers.Layer):
 
     Example:
     >>> layer = NonLocalBlock(reduction=2)
-    >>> tuple(layer(keras.ops.ones((2, 9, 7, 16))).shape)
-    (2, 9, 7, 16)
+    >>> tuple(layer(keras.ops.ones((2, 7, 5, 8))).shape)
+    (2, 7, 5, 8)
     """
 
     def __init__(self, reduction=2, use_scale=True, **kwargs):

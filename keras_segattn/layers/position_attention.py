@@ -43,8 +43,8 @@ class PositionAttention(QueryKeyValueAttention):
 
     Example:
     >>> layer = PositionAttention(reduction=8)
-    >>> tuple(layer(keras.ops.ones((2, 9, 7, 32))).shape)
-    (2, 9, 7, 32)
+    >>> tuple(layer(keras.ops.ones((2, 9, 7, 24))).shape)
+    (2, 9, 7, 24)
     """
 
     def call(self, inputs, return_attention_scores=False):

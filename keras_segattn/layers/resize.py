@@ -127,7 +127,7 @@ class Resize(keras.layers.Layer):
     Example:
     >>> logits = keras.ops.ones((1, 8, 8, 19))
     >>> image = keras.ops.ones((1, 61, 45, 3))
-    >>> Resize(align_corners=True)(logits, image).shape
+    >>> tuple(Resize(align_corners=True)(logits, image).shape)
     (1, 61, 45, 19)
     """
 

@@ -60,12 +60,12 @@ class ScaleAttention(keras.layers.Layer):
         dropout: float, dropout rate after the ReLU. Default 0.0.
 
     Example:
-    >>> layer = ScaleAttention(hidden_filters=16)
-    >>> scores = [keras.ops.ones((1, 8, 8, 5)), keras.ops.zeros((1, 8, 8, 5))]
-    >>> features = [keras.ops.ones((1, 8, 8, 4)), keras.ops.ones((1, 8, 8, 4))]
+    >>> layer = ScaleAttention(hidden_filters=4)
+    >>> scores = [keras.ops.ones((2, 5, 7, 3)), keras.ops.zeros((2, 5, 7, 3))]
+    >>> features = [keras.ops.ones((2, 5, 7, 2)), keras.ops.ones((2, 5, 7, 2))]
     >>> merged, weights = layer(scores, features, return_attention_scores=True)
     >>> tuple(merged.shape), tuple(weights.shape)
-    ((1, 8, 8, 5), (1, 8, 8, 2))
+    ((2, 5, 7, 3), (2, 5, 7, 2))
     """
 
     def __init__(self, hidden_filters=512, kernel_size=3, dropout=0.0, **kwargs):

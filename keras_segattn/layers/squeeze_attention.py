@@ -65,9 +65,9 @@ class SqueezeAttention(keras.layers.Layer):
         momentum: float, BN momentum (Keras meaning). Default 0.9.
 
     Example:
-    >>> layer = SqueezeAttention(8)
-    >>> tuple(layer(keras.ops.ones((2, 7, 5, 4))).shape)
-    (2, 7, 5, 8)
+    >>> layer = SqueezeAttention(4)
+    >>> tuple(layer(keras.ops.ones((2, 7, 5, 3))).shape)
+    (2, 7, 5, 4)
     """
 
     def __init__(

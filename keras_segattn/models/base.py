@@ -114,35 +114,6 @@ def get(name, **kwargs):
 # ----------------------------------------------------------------------------------------
 # Backbone and graph helpers for subclasses
 # ----------------------------------------------------------------------------------------
-_FALLBACK_DEPTHS = {
-    "resnet50": ([64, 128, 256, 512], [3, 4, 6, 3], "block"),
-    "resnet101": ([64, 128, 256, 512], [3, 4, 23, 3], "block"),
-    "resnet_tiny": ([4, 8, 16, 32], [2, 2, 2, 2], "block"),
-}
-
-
-def _fallback_backbone(name, output_stride, input_shape):
-    """Dilated KerasCV ResNetV2, used only while ``keras_segattn.backbones`` lacks
-    ``get_backbone``."""
-    import keras_cv
-
-    if name not in _FALLBACK_DEPTHS:
-        raise ValueError(f"unknown backbone {name!r}; valid: {sorted(_FALLBACK_DEPTHS)}")
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-    filters, blocks, block_type = _FALLBACK_DEPTHS[name]
-    dilations = {8: [1, 1, 2, 4], 16: [1, 1, 1, 2], 32: [1, 1, 1, 1]}[output_stride]
-    return keras_cv.models.ResNetV2Backbone(
-        stackwise_filters=filters,
-        stackwise_blocks=blocks,
-        stackwise_strides=[1, 2, 2, 2],
-        stackwise_dilations=dilations,
-        include_rescaling=False,
-        input_shape=tuple(input_shape),
-        block_type=block_type,
-    )
-
-
 def resolve_backbone(backbone, output_stride=8, input_shape=(None, None, 3), weights=None,
                      multi_grid=None):
     """Return a backbone ``keras.Model`` with ``pyramid_level_inputs``.
@@ -153,18 +124,12 @@ def resolve_backbone(backbone, output_stride=8, input_shape=(None, None, 3), wei
     if isinstance(backbone, dict):
         backbone = keras.saving.deserialize_keras_object(backbone)
     if isinstance(backbone, str):
-        from keras_segattn import backbones as _backbones
+        from keras_segattn.backbones import get_backbone
 
-        if hasattr(_backbones, "get_backbone"):
-            kwargs = dict(backbone=backbone, output_stride=output_stride, weights=weights,
-                          input_shape=tuple(input_shape))
-            if multi_grid is not None:
-                kwargs["multi_grid"] = multi_grid
-            backbone = _backbones.get_backbone(**kwargs)
-        else:
-            if weights is not None:
-                raise ValueError("backbone_weights needs keras_segattn.backbones.get_backbone.")
-            backbone = _fallback_backbone(backbone, output_stride, input_shape)
+        backbone = get_backbone(
+            backbone=backbone, output_stride=output_stride, multi_grid=multi_grid,
+            weights=weights, input_shape=tuple(input_shape),
+        )
     if not isinstance(backbone, keras.Model) or not hasattr(backbone, "pyramid_level_inputs"):
         raise ValueError(
             "backbone must be a backbone name (see keras_segattn.backbones) or a KerasCV-style "

@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -26,3 +27,24 @@ def _load_golden(case):
 def load_golden():
     """The golden-case loader: ``meta, arrays, params = load_golden("danet_pam")``."""
     return _load_golden
+
+
+def _call_compiled(layer, x, **call_kwargs):
+    """``layer(x, **call_kwargs)`` as a NumPy array, compiled on JAX.
+
+    On JAX an eager call compiles every primitive for each new shape and dtype (about
+    1-3 s of CPU for a block on a large float16 map); ``Model.predict`` compiles the
+    graph once (a fraction of that). Other backends call the layer eagerly (tf.function
+    tracing would cost more than it saves). Builds ``layer`` if needed.
+    """
+    if keras.backend.backend() != "jax":
+        return keras.ops.convert_to_numpy(layer(x, **call_kwargs))
+    inputs = keras.Input(tuple(x.shape[1:]), batch_size=x.shape[0], dtype=str(x.dtype))
+    model = keras.Model(inputs, layer(inputs, **call_kwargs))
+    return model.predict(x, batch_size=x.shape[0], verbose=0)
+
+
+@pytest.fixture(scope="session")
+def call_compiled():
+    """``call_compiled(layer, x, **call_kwargs)``: see ``_call_compiled``."""
+    return _call_compiled

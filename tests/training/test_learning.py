@@ -1,10 +1,17 @@
-"""A real (small) learning run: DANet on resnet_tiny on the built-in synthetic dataset.
+"""A real learning test: DANet on resnet_tiny learns the synthetic dataset's cue -> class rule.
 
-Measured here (JAX, 2 shared CPU cores, heavily loaded machine): 32x32 images, batch 8,
-lr 0.05, 100 steps -> val mIoU 0.202, aAcc 0.884 (an all-background prediction scores
-mIoU ~0.178, aAcc ~0.89 would need the background only). 200 steps: mIoU 0.202, aAcc 0.891.
-The thresholds below only check that the recipe learns (loss falls, background/foreground
-found); the attention-vs-FCN gap needs longer runs (`keras-segattn train` defaults).
+The synthetic shapes all look alike; their class (1..4) is decided by the colour of a cue
+marker in a distant corner (``keras_segattn.data.synthetic``). A model that only finds the
+shapes scores at most ~0.2-0.35 mIoU (all-background: ~0.18; perfect foreground with random
+classes: ~0.36 on average); above ``MIN_VAL_MIOU`` it must have read the cue.
+
+Recipe (``train()`` with ready-made arrays): 32x32 images (512 train, 128 validation, random
+horizontal flips), batch 8, AdamW lr 3e-3 poly, ``STEPS`` steps, output stride 8. SGD +
+momentum (the mmseg recipe) does not learn the cue rule within this budget (mIoU ~0.23 after
+1000 steps); AdamW does.
+
+Measured (JAX, 2 shared CPU cores, DANet, 800 steps): val mIoU 0.58 (seed 1); 1000 steps:
+0.60 (seed 0); 500 steps: 0.36. Training wall time ~40 s for 800 steps (JAX).
 """
 
 import keras
@@ -14,26 +21,39 @@ import tensorflow as tf
 from keras_segattn.data.synthetic import synthetic_arrays
 from keras_segattn.training import TrainConfig, train
 
-STEPS = 100
-MIN_VAL_AACC = 0.85
-MIN_VAL_MIOU = 0.17
+SIZE = 32
+STEPS = 800
+# Foreground found with random classes gives <= ~0.36; the measured runs reach ~0.58.
+MIN_VAL_MIOU = 0.42
+MIN_VAL_AACC = 0.90
 
 
-def test_danet_learns_synthetic(tmp_path):
-    images, labels = synthetic_arrays(256, "train", size=32)
-    val_images, val_labels = synthetic_arrays(64, "validation", size=32)
-    train_ds = (tf.data.Dataset.from_tensor_slices((images.astype("float32"), labels.astype("int32")))
-                .shuffle(256, seed=0).repeat().batch(8, drop_remainder=True))
+def _datasets(seed=0):
+    images, labels = synthetic_arrays(512, "train", size=SIZE)
+    val_images, val_labels = synthetic_arrays(128, "validation", size=SIZE)
+    # Random horizontal flips double the data (the cue stays in a corner).
+    images = np.concatenate([images, images[:, :, ::-1]])
+    labels = np.concatenate([labels, labels[:, :, ::-1]])
+    train_ds = (tf.data.Dataset.from_tensor_slices((images.astype("float32"),
+                                                    labels.astype("int32")))
+                .shuffle(len(images), seed=seed).repeat().batch(8, drop_remainder=True))
     val_ds = tf.data.Dataset.from_tensor_slices(
-        (val_images.astype("float32"), val_labels.astype("int32"))).batch(32)
-    config = TrainConfig(model="danet", backbone="resnet_tiny", num_classes=5, crop_size=(32, 32),
-                         batch_size=8, steps=STEPS, eval_every=STEPS // 2, learning_rate=0.05,
-                         output_dir=str(tmp_path / "run"), tensorboard=False, verbose=0, seed=0)
+        (val_images.astype("float32"), val_labels.astype("int32"))).batch(64)
+    return train_ds, val_ds
+
+
+def test_danet_learns_the_long_range_cue(tmp_path):
+    train_ds, val_ds = _datasets()
+    config = TrainConfig(model="danet", backbone="resnet_tiny", num_classes=5,
+                         crop_size=(SIZE, SIZE), batch_size=8, steps=STEPS, eval_every=STEPS,
+                         optimizer="adamw", learning_rate=3e-3, output_dir=str(tmp_path / "run"),
+                         tensorboard=False, verbose=0, seed=0)
     result = train(config, train_dataset=train_ds, val_dataset=val_ds)
     history = result["history"]
-    assert history["loss"][-1] < 0.8 * history["loss"][0], history["loss"]
-    metrics = result["metrics"]
-    assert metrics["aAcc"] > MIN_VAL_AACC, str(metrics)
-    assert metrics["mIoU"] > MIN_VAL_MIOU, str(metrics)
     assert np.isfinite(history["loss"]).all()
     assert int(keras.ops.convert_to_numpy(result["model"].optimizer.iterations)) == STEPS
+    metrics = result["metrics"]
+    assert metrics["aAcc"] > MIN_VAL_AACC, str(metrics)
+    assert metrics["mIoU"] > MIN_VAL_MIOU, (
+        f"mIoU {metrics['mIoU']:.3f} <= {MIN_VAL_MIOU}: the model did not learn the "
+        f"cue -> class rule.\n{metrics}")
