@@ -98,6 +98,7 @@ def run_blocks(args):
     print(f"backend {keras.backend.backend()}, feature (1, {h}, {w}, {args.channels}), "
           f"policy {args.dtype_policy}")
     print(f"{'block':36s} {'core GF':>9s} {'proj GF':>9s} {'ms':>9s} {'GFLOP/s':>9s}  memory")
+    previous_peak, _ = peak_memory_bytes()
     for name, factory, core, proj in block_specs(args.channels):
         if args.only and not any(o.lower() in name.lower() for o in args.only):
             continue
@@ -111,8 +112,12 @@ def run_blocks(args):
             continue
         flops = core(h, w) + proj(h, w)
         memory, kind = peak_memory_bytes()
+        # The CPU figure is the process-wide peak: only its growth is due to this block.
+        growth = max(0, memory - previous_peak) if kind == "process peak RSS" else memory
+        previous_peak = max(previous_peak, memory)
+        label = "peak RSS growth" if kind == "process peak RSS" else kind
         print(f"{name:36s} {core(h, w) / 1e9:9.2f} {proj(h, w) / 1e9:9.2f} {seconds * 1e3:9.2f} "
-              f"{flops / seconds / 1e9:9.1f}  {memory / 2**20:.0f} MiB ({kind})")
+              f"{flops / seconds / 1e9:9.1f}  {growth / 2**20:.0f} MiB ({label})")
 
 
 def run_models(args):
