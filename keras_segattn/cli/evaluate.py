@@ -1,6 +1,7 @@
 """``keras-segattn evaluate``: mIoU / mAcc / aAcc and the per-class table of a saved model."""
 
 import argparse
+import json
 import os
 import sys
 
@@ -14,11 +15,13 @@ def _pair(text):
 def add_arguments(parser):
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("model_path", help="a .keras model saved by `keras-segattn train`")
-    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--dataset", help="dataset name (default: the one the run in the "
+                        "model's folder was trained on, read from its config.json; else synthetic)")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--data-dir")
     parser.add_argument("--manual-dir")
-    parser.add_argument("--dataset-config", help="builder config, e.g. synthetic: 32px_tiny")
+    parser.add_argument("--dataset-config", help="builder config, e.g. synthetic: 32px "
+                        "(default: from the run's config.json when evaluating that dataset)")
     parser.add_argument("--mode", default="whole", choices=("whole", "slide", "multiscale"))
     parser.add_argument("--crop-size", type=_pair, help="sliding-window size HxW (slide mode)")
     parser.add_argument("--stride", type=_pair, help="sliding-window step HxW")
@@ -29,10 +32,27 @@ def add_arguments(parser):
     parser.add_argument("--max-batches", type=int, default=None)
 
 
+def _defaults_from_run(args):
+    """Fill dataset, config and data dir from the ``config.json`` that ``keras-segattn
+    train`` saves beside ``model.keras``, so a run evaluates on what it trained on."""
+    path = os.path.join(os.path.dirname(os.path.abspath(args.model_path)), "config.json")
+    run_config = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            run_config = json.load(f)
+    if args.dataset is None:
+        args.dataset = run_config.get("dataset") or "synthetic"
+    if args.dataset == run_config.get("dataset"):
+        for key in ("dataset_config", "data_dir", "manual_dir"):
+            if getattr(args, key) is None and run_config.get(key):
+                setattr(args, key, run_config[key])
+
+
 def run(args):
     try:
         if not os.path.exists(args.model_path):
             raise ValueError(f"model file {args.model_path!r} does not exist.")
+        _defaults_from_run(args)
         from keras_segattn import data
 
         info = data.dataset_info(args.dataset)

@@ -20,6 +20,11 @@ def check_activation(owner, activation):
         )
 
 
+def check_num_classes(owner, num_classes):
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"{owner}: num_classes must be a positive integer, got {num_classes!r}.")
+
+
 def check_rank4(owner, input_shape):
     if len(input_shape) != 4 or input_shape[-1] is None:
         raise ValueError(
@@ -39,6 +44,48 @@ def apply_classifier(drop, conv, x, training=None):
     if drop is not None:
         x = drop(x, training=training)
     return conv(x)
+
+
+class ClassifierHead(keras.layers.Layer):
+    """Base of the heads that end in ``Dropout2d -> 1x1 conv`` (float32 logits).
+
+    Validates and stores ``num_classes``, ``dropout`` and ``activation`` (``"relu"`` or
+    ``"leaky_relu"``; error messages name the subclass), adds them to ``get_config`` and
+    defaults ``compute_output_shape`` to per-pixel logits at the input size. A subclass
+    stores its own arguments, creates its blocks, then calls ``self._make_classifier(name)``
+    last (so the classifier stays the last sublayer; a head that ends in another
+    ``ClassifierHead``, like ``FLANetHead``, skips it) and extends ``get_config``.
+
+    Args:
+        num_classes: int >= 1.
+        dropout: float, Dropout2d rate before the classifier.
+        activation: ``"relu"`` or ``"leaky_relu"`` (slope 0.01) for the subclass's blocks.
+    """
+
+    def __init__(self, num_classes, dropout=0.1, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        check_num_classes(owner, num_classes)
+        check_activation(owner, activation)
+        self.num_classes = int(num_classes)
+        self.dropout = float(dropout)
+        self.activation = activation
+
+    def _make_classifier(self, name="conv_seg"):
+        """Create ``self.drop`` (SpatialDropout2D or None) and ``self.conv_seg`` (1x1, float32)."""
+        self.drop, self.conv_seg = make_classifier(self.num_classes, self.dropout, name)
+
+    def _classify(self, x, training=None):
+        return apply_classifier(self.drop, self.conv_seg, x, training)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:3]) + (self.num_classes,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "dropout": self.dropout,
+                       "activation": self.activation})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")

@@ -28,20 +28,13 @@ Deviations / our choices (UNVERIFIED or not from the paper):
 import keras
 
 from keras_segattn import layers as sa_layers
-from keras_segattn.heads.fcn_head import (
-    apply_classifier, check_activation, check_rank4, make_classifier,
-)
+from keras_segattn.heads.fcn_head import ClassifierHead, check_num_classes, check_rank4
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.normalization import ImageNormalization
 from keras_segattn.layers.resize import Resize
 from keras_segattn.models.base import (
     MAIN_OUTPUT, SegmentationModel, register_model, resolve_backbone, upsample_logits,
 )
-
-
-def _check_num_classes(owner, num_classes):
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"{owner}: num_classes must be a positive integer, got {num_classes!r}.")
 
 
 def scale_output_name(scale):
@@ -68,7 +61,7 @@ def _check_scales(scales):
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class AttentionToScaleHead(keras.layers.Layer):
+class AttentionToScaleHead(ClassifierHead):
     """The per-scale head shared by every scale: returns ``(scores, features)``.
 
     ``features = CBR_1x1(CBR_3x3(x))`` (the paper's fc6/fc7 role), ``scores =
@@ -90,18 +83,13 @@ class AttentionToScaleHead(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, channels=512, dropout=0.1, activation="relu", **kwargs):
-        super().__init__(**kwargs)
-        _check_num_classes("AttentionToScaleHead", num_classes)
-        check_activation("AttentionToScaleHead", activation)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         self.channels = int(channels)
-        self.dropout = float(dropout)
-        self.activation = activation
         self.conv_a = ConvBNAct(self.channels, kernel_size=3, activation=activation,
                                 dtype=self.dtype_policy, name="conv_a")
         self.conv_b = ConvBNAct(self.channels, kernel_size=1, activation=activation,
                                 dtype=self.dtype_policy, name="conv_b")
-        self.drop, self.conv_seg = make_classifier(self.num_classes, self.dropout, "conv_seg")
+        self._make_classifier("conv_seg")
 
     def build(self, input_shape):
         check_rank4("AttentionToScaleHead", input_shape)
@@ -114,7 +102,7 @@ class AttentionToScaleHead(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         features = self.conv_b(self.conv_a(inputs, training=training), training=training)
-        return apply_classifier(self.drop, self.conv_seg, features, training), features
+        return self._classify(features, training), features
 
     def compute_output_shape(self, input_shape):
         return (tuple(input_shape[:3]) + (self.num_classes,),
@@ -122,8 +110,7 @@ class AttentionToScaleHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "channels": self.channels,
-                       "dropout": self.dropout, "activation": self.activation})
+        config.update({"channels": self.channels})
         return config
 
 
@@ -170,7 +157,7 @@ class AttentionToScale(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=True,
                  scales=(1.0, 0.75, 0.5), channels=512, attention_channels=512, dropout=0.1,
                  attention_dropout=0.0, activation="relu", scale_loss_weight=1.0, **kwargs):
-        _check_num_classes("AttentionToScale", num_classes)
+        check_num_classes("AttentionToScale", num_classes)
         scales = _check_scales(scales)
         head = AttentionToScaleHead(num_classes, channels=channels, dropout=dropout,
                                     activation=activation, name="head")

@@ -39,7 +39,7 @@ from keras import ops
 
 from keras_segattn import layers as sa_layers
 from keras_segattn.heads.fcn_head import (
-    FCNHead, apply_classifier, check_activation, check_rank4, make_classifier,
+    ClassifierHead, FCNHead, check_activation, check_num_classes, check_rank4,
 )
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.models.base import (
@@ -47,13 +47,8 @@ from keras_segattn.models.base import (
 )
 
 
-def _check_num_classes(owner, num_classes):
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"{owner}: num_classes must be a positive integer, got {num_classes!r}.")
-
-
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class CAAHead(keras.layers.Layer):
+class CAAHead(ClassifierHead):
     """CAA head: channelized axial attention + image-level context, then the classifier.
 
     ``y = cls(Drop(CBR_1x1(concat([CBR_1x1(CAA(CBR_3x3(x))), broadcast(CBR_1x1(mean_hw(x)))]))))``
@@ -80,9 +75,7 @@ class CAAHead(keras.layers.Layer):
 
     def __init__(self, num_classes, filters=512, channels=256, dropout=0.1, activation="relu",
                  attention_options=None, **kwargs):
-        super().__init__(**kwargs)
-        _check_num_classes("CAAHead", num_classes)
-        check_activation("CAAHead", activation)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         if attention_options is not None and not isinstance(attention_options, dict):
             raise TypeError(
                 f"CAAHead: attention_options must be a dict or None, got {attention_options!r}."
@@ -91,11 +84,8 @@ class CAAHead(keras.layers.Layer):
             raise ValueError(
                 "CAAHead: set the attention width with `filters`, not attention_options['filters']."
             )
-        self.num_classes = int(num_classes)
         self.filters = int(filters)
         self.channels = int(channels)
-        self.dropout = float(dropout)
-        self.activation = activation
         self.attention_options = dict(attention_options or {})
         block = dict(activation=activation, dtype=self.dtype_policy)
         self.entry = ConvBNAct(self.filters, kernel_size=3, name="entry", **block)
@@ -105,7 +95,7 @@ class CAAHead(keras.layers.Layer):
         self.end = ConvBNAct(self.filters, kernel_size=1, name="end", **block)
         self.image_level = ConvBNAct(self.filters, kernel_size=1, name="image_level", **block)
         self.fuse = ConvBNAct(self.channels, kernel_size=1, name="fuse", **block)
-        self.drop, self.conv_seg = make_classifier(self.num_classes, self.dropout, "conv_seg")
+        self._make_classifier("conv_seg")
 
     def _attention_kwargs(self):
         kwargs = dict(filters=self.filters, epsilon=1e-5, momentum=0.9)
@@ -134,18 +124,12 @@ class CAAHead(keras.layers.Layer):
         pooled = self.image_level(pooled, training=training)
         pooled = ops.zeros_like(x[..., :1]) + pooled
         x = self.fuse(ops.concatenate([x, pooled], axis=-1), training=training)
-        return apply_classifier(self.drop, self.conv_seg, x, training)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:3]) + (self.num_classes,)
+        return self._classify(x, training)
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_classes": self.num_classes, "filters": self.filters, "channels": self.channels,
-            "dropout": self.dropout, "activation": self.activation,
-            "attention_options": dict(self.attention_options) or None,
-        })
+        config.update({"filters": self.filters, "channels": self.channels,
+                       "attention_options": dict(self.attention_options) or None})
         return config
 
 
@@ -191,7 +175,7 @@ class CAANet(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  filters=512, channels=256, dropout=0.1, activation="relu",
                  attention_options=None, aux_loss_weight=0.4, **kwargs):
-        _check_num_classes("CAANet", num_classes)
+        check_num_classes("CAANet", num_classes)
         check_activation("CAANet", activation)
         head = CAAHead(num_classes, filters=filters, channels=channels, dropout=dropout,
                        activation=activation, attention_options=attention_options, name="head")

@@ -26,9 +26,7 @@ import keras
 from keras import ops
 
 from keras_segattn import layers as sa_layers
-from keras_segattn.heads.fcn_head import (
-    apply_classifier, check_activation, check_rank4, make_classifier,
-)
+from keras_segattn.heads.fcn_head import ClassifierHead, check_num_classes, check_rank4
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.models.base import (
     SegmentationModel, aux_fcn_head, build_trunk, register_model, resolve_backbone,
@@ -36,13 +34,8 @@ from keras_segattn.models.base import (
 )
 
 
-def _check_num_classes(owner, num_classes):
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"{owner}: num_classes must be a positive integer, got {num_classes!r}.")
-
-
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class EANetHead(keras.layers.Layer):
+class EANetHead(ClassifierHead):
     """FCN-style head with an Efficient Attention block between its convs.
 
     ``y = cls(Drop(CBR_3x3(concat([x, CBR_3x3(EA(CBR_3x3(x)))]))))``, ``CBR`` = conv (no
@@ -68,17 +61,12 @@ class EANetHead(keras.layers.Layer):
 
     def __init__(self, num_classes, channels=512, key_channels=256, value_channels=512,
                  num_heads=8, concat_input=True, dropout=0.1, activation="relu", **kwargs):
-        super().__init__(**kwargs)
-        _check_num_classes("EANetHead", num_classes)
-        check_activation("EANetHead", activation)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         self.channels = int(channels)
         self.key_channels = int(key_channels)
         self.value_channels = int(value_channels)
         self.num_heads = int(num_heads)
         self.concat_input = bool(concat_input)
-        self.dropout = float(dropout)
-        self.activation = activation
         block = dict(kernel_size=3, activation=activation, dtype=self.dtype_policy)
         self.conv_in = ConvBNAct(self.channels, name="conv_in", **block)
         self.attention = sa_layers.EfficientAttention(
@@ -87,7 +75,7 @@ class EANetHead(keras.layers.Layer):
         )
         self.conv_out = ConvBNAct(self.channels, name="conv_out", **block)
         self.conv_cat = ConvBNAct(self.channels, name="conv_cat", **block) if self.concat_input else None
-        self.drop, self.conv_seg = make_classifier(self.num_classes, self.dropout, "conv_seg")
+        self._make_classifier("conv_seg")
 
     def build(self, input_shape):
         check_rank4("EANetHead", input_shape)
@@ -107,18 +95,14 @@ class EANetHead(keras.layers.Layer):
         x = self.conv_out(x, training=training)
         if self.conv_cat is not None:
             x = self.conv_cat(ops.concatenate([inputs, x], axis=-1), training=training)
-        return apply_classifier(self.drop, self.conv_seg, x, training)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:3]) + (self.num_classes,)
+        return self._classify(x, training)
 
     def get_config(self):
         config = super().get_config()
         config.update({
-            "num_classes": self.num_classes, "channels": self.channels,
-            "key_channels": self.key_channels, "value_channels": self.value_channels,
-            "num_heads": self.num_heads, "concat_input": self.concat_input,
-            "dropout": self.dropout, "activation": self.activation,
+            "channels": self.channels, "key_channels": self.key_channels,
+            "value_channels": self.value_channels, "num_heads": self.num_heads,
+            "concat_input": self.concat_input,
         })
         return config
 
@@ -152,7 +136,7 @@ class EANet(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  channels=512, key_channels=256, value_channels=512, num_heads=8,
                  concat_input=True, dropout=0.1, activation="relu", **kwargs):
-        _check_num_classes("EANet", num_classes)
+        check_num_classes("EANet", num_classes)
         head = EANetHead(num_classes, channels=channels, key_channels=key_channels,
                          value_channels=value_channels, num_heads=num_heads,
                          concat_input=concat_input, dropout=dropout, activation=activation,

@@ -32,7 +32,7 @@ from keras import ops
 from keras_segattn import convert
 from keras_segattn import layers as sa_layers
 from keras_segattn.heads.fcn_head import (
-    apply_classifier, check_activation, check_rank4, make_classifier,
+    ClassifierHead, check_activation, check_num_classes, check_rank4,
 )
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.models.base import (
@@ -40,13 +40,8 @@ from keras_segattn.models.base import (
 )
 
 
-def _check_num_classes(owner, num_classes):
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"{owner}: num_classes must be a positive integer, got {num_classes!r}.")
-
-
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class FLANetOutput(keras.layers.Layer):
+class FLANetOutput(ClassifierHead):
     """FLANet's output block: ``conv1x1(Dropout2d(ReLU(BN(conv3x3(Upsample_x2(x))))))``.
 
     The x2 upsampling is nearest-neighbour (``nn.Upsample(scale_factor=2)`` without a mode).
@@ -68,16 +63,11 @@ class FLANetOutput(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, mid_channels=512, dropout=0.1, activation="relu", **kwargs):
-        super().__init__(**kwargs)
-        _check_num_classes("FLANetOutput", num_classes)
-        check_activation("FLANetOutput", activation)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         self.mid_channels = int(mid_channels)
-        self.dropout = float(dropout)
-        self.activation = activation
         self.conv = ConvBNAct(self.mid_channels, kernel_size=3, activation=activation,
                               dtype=self.dtype_policy, name="conv")
-        self.drop, self.conv_seg = make_classifier(self.num_classes, self.dropout, "conv_seg")
+        self._make_classifier("conv_seg")
 
     def build(self, input_shape):
         check_rank4("FLANetOutput", input_shape)
@@ -90,7 +80,7 @@ class FLANetOutput(keras.layers.Layer):
         # Nearest x2: (B, H, W, C) -> (B, 2H, 2W, C).
         x = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)
         x = self.conv(x, training=training)
-        return apply_classifier(self.drop, self.conv_seg, x, training)
+        return self._classify(x, training)
 
     def compute_output_shape(self, input_shape):
         double = lambda size: None if size is None else 2 * size  # noqa: E731
@@ -103,13 +93,12 @@ class FLANetOutput(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "mid_channels": self.mid_channels,
-                       "dropout": self.dropout, "activation": self.activation})
+        config.update({"mid_channels": self.mid_channels})
         return config
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class FLANetHead(keras.layers.Layer):
+class FLANetHead(ClassifierHead):
     """FLANet head: ``FLANetOutput(concat([x, FA(conv(conv(x)))]))``.
 
     ``conv`` = 3x3 conv (no bias) -> BN -> activation, ``in -> channels -> channels``;
@@ -130,13 +119,8 @@ class FLANetHead(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, channels=512, dropout=0.1, activation="relu", **kwargs):
-        super().__init__(**kwargs)
-        _check_num_classes("FLANetHead", num_classes)
-        check_activation("FLANetHead", activation)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         self.channels = int(channels)
-        self.dropout = float(dropout)
-        self.activation = activation
         block = dict(kernel_size=3, activation=activation, dtype=self.dtype_policy)
         self.conv_a = ConvBNAct(self.channels, name="conv_a", **block)
         self.conv_b = ConvBNAct(self.channels, name="conv_b", **block)
@@ -166,8 +150,7 @@ class FLANetHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "channels": self.channels,
-                       "dropout": self.dropout, "activation": self.activation})
+        config.update({"channels": self.channels})
         return config
 
 
@@ -206,7 +189,7 @@ class FLANet(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=True,
                  channels=512, aux_channels=64, dropout=0.1, activation="relu",
                  aux_loss_weight=0.4, **kwargs):
-        _check_num_classes("FLANet", num_classes)
+        check_num_classes("FLANet", num_classes)
         check_activation("FLANet", activation)
         backbone_model = resolve_backbone(backbone, output_stride=output_stride,
                                           input_shape=input_shape, weights=backbone_weights)

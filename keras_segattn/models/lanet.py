@@ -25,9 +25,7 @@ import keras
 from keras import ops
 
 from keras_segattn import layers as sa_layers
-from keras_segattn.heads.fcn_head import (
-    apply_classifier, check_activation, check_rank4, make_classifier,
-)
+from keras_segattn.heads.fcn_head import ClassifierHead, check_num_classes, check_rank4
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.models.base import (
     SegmentationModel, aux_fcn_head, build_trunk, register_model, resolve_backbone,
@@ -35,13 +33,8 @@ from keras_segattn.models.base import (
 )
 
 
-def _check_num_classes(owner, num_classes):
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"{owner}: num_classes must be a positive integer, got {num_classes!r}.")
-
-
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class LANetHead(keras.layers.Layer):
+class LANetHead(ClassifierHead):
     """DANet-style head with linear position and channel attention.
 
     ``y = cls(Drop(CBR(LPA(CBR(x))) + CBR(LCA(CBR(x)))))``, ``CBR`` = 3x3 conv (no bias) ->
@@ -64,20 +57,15 @@ class LANetHead(keras.layers.Layer):
 
     def __init__(self, num_classes, inter_channels=None, reduction=8, eps=1e-6, dropout=0.1,
                  activation="relu", **kwargs):
-        super().__init__(**kwargs)
-        _check_num_classes("LANetHead", num_classes)
-        check_activation("LANetHead", activation)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         self.inter_channels = None if inter_channels is None else int(inter_channels)
         self.reduction = int(reduction)
         self.eps = float(eps)
-        self.dropout = float(dropout)
-        self.activation = activation
         self.position_attention = sa_layers.LinearPositionAttention(
             reduction=self.reduction, eps=self.eps, dtype=self.dtype_policy, name="sa")
         self.channel_attention = sa_layers.LinearChannelAttention(
             eps=self.eps, dtype=self.dtype_policy, name="sc")
-        self.drop, self.conv_seg = make_classifier(self.num_classes, self.dropout, "conv8")
+        self._make_classifier("conv8")
 
     def build(self, input_shape):
         check_rank4("LANetHead", input_shape)
@@ -107,18 +95,12 @@ class LANetHead(keras.layers.Layer):
         sa = self.conv51(ops.cast(sa, self.compute_dtype), training=training)
         sc = self.channel_attention(self.conv5c(inputs, training=training))
         sc = self.conv52(ops.cast(sc, self.compute_dtype), training=training)
-        return apply_classifier(self.drop, self.conv_seg, sa + sc, training)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:3]) + (self.num_classes,)
+        return self._classify(sa + sc, training)
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_classes": self.num_classes, "inter_channels": self.inter_channels,
-            "reduction": self.reduction, "eps": self.eps, "dropout": self.dropout,
-            "activation": self.activation,
-        })
+        config.update({"inter_channels": self.inter_channels, "reduction": self.reduction,
+                       "eps": self.eps})
         return config
 
 
@@ -152,7 +134,7 @@ class LANet(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  inter_channels=None, reduction=8, eps=1e-6, dropout=0.1, activation="relu",
                  aux_channels=256, **kwargs):
-        _check_num_classes("LANet", num_classes)
+        check_num_classes("LANet", num_classes)
         head = LANetHead(num_classes, inter_channels=inter_channels, reduction=reduction,
                          eps=eps, dropout=dropout, activation=activation, name="head")
         backbone_model = resolve_backbone(backbone, output_stride=output_stride,

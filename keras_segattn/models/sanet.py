@@ -31,7 +31,7 @@ from keras import ops
 
 from keras_segattn import layers as sa_layers
 from keras_segattn.heads.fcn_head import (
-    apply_classifier, check_activation, check_rank4, make_classifier,
+    ClassifierHead, check_activation, check_num_classes, check_rank4,
 )
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.resize import Resize
@@ -42,11 +42,6 @@ from keras_segattn.models.base import (
 
 IMAGE_OUTPUT = "image_logits"
 _LEVELS = ("P2", "P3", "P4", "P5")
-
-
-def _check_num_classes(owner, num_classes):
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"{owner}: num_classes must be a positive integer, got {num_classes!r}.")
 
 
 def class_presence(masks, num_classes, ignore_class=IGNORE_CLASS):
@@ -97,7 +92,7 @@ class SANetCategoricalLoss(keras.losses.Loss):
     def __init__(self, num_classes, ignore_class=IGNORE_CLASS, name="sanet_categorical",
                  reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        _check_num_classes("SANetCategoricalLoss", num_classes)
+        check_num_classes("SANetCategoricalLoss", num_classes)
         self.num_classes = int(num_classes)
         self.ignore_class = int(ignore_class)
 
@@ -118,7 +113,7 @@ class SANetCategoricalLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class SANetHead(keras.layers.Layer):
+class SANetHead(ClassifierHead):
     """SANet head: one ``SqueezeAttention`` per backbone stage, merged for the prediction.
 
     ``s_i = SA_i(P_i)`` for the four stages, ``s_i`` resized (bilinear) to the size of the first
@@ -145,14 +140,9 @@ class SANetHead(keras.layers.Layer):
 
     def __init__(self, num_classes, stage_channels=256, channels=256, dropout=0.1,
                  activation="relu", align_corners=False, **kwargs):
-        super().__init__(**kwargs)
-        _check_num_classes("SANetHead", num_classes)
-        check_activation("SANetHead", activation)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         self.stage_channels = int(stage_channels)
         self.channels = int(channels)
-        self.dropout = float(dropout)
-        self.activation = activation
         self.align_corners = bool(align_corners)
         self.squeeze_attention = [
             sa_layers.SqueezeAttention(self.stage_channels, dtype=self.dtype_policy,
@@ -163,7 +153,7 @@ class SANetHead(keras.layers.Layer):
                              name="resize")
         self.fuse = ConvBNAct(self.channels, kernel_size=1, activation=activation,
                               dtype=self.dtype_policy, name="fuse")
-        self.drop, self.conv_seg = make_classifier(self.num_classes, self.dropout, "conv_seg")
+        self._make_classifier("conv_seg")
         self.image_classifier = keras.layers.Dense(self.num_classes, dtype="float32",
                                                    name="image_classifier")
 
@@ -191,7 +181,7 @@ class SANetHead(keras.layers.Layer):
         image_logits = self.image_classifier(ops.mean(merged[-1], axis=(1, 2)))
         merged = [merged[0]] + [self.resize(out, finest) for out in merged[1:]]
         x = self.fuse(ops.concatenate(merged, axis=-1), training=training)
-        return apply_classifier(self.drop, self.conv_seg, x, training), image_logits
+        return self._classify(x, training), image_logits
 
     def compute_output_shape(self, input_shape):
         first = input_shape[0]
@@ -199,11 +189,8 @@ class SANetHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_classes": self.num_classes, "stage_channels": self.stage_channels,
-            "channels": self.channels, "dropout": self.dropout, "activation": self.activation,
-            "align_corners": self.align_corners,
-        })
+        config.update({"stage_channels": self.stage_channels, "channels": self.channels,
+                       "align_corners": self.align_corners})
         return config
 
 
@@ -255,7 +242,7 @@ class SANet(SegmentationModel):
                  stage_channels=256, channels=256, dropout=0.1, activation="relu",
                  categorical_loss=True, categorical_loss_weight=0.2, dense_loss_weight=0.8,
                  **kwargs):
-        _check_num_classes("SANet", num_classes)
+        check_num_classes("SANet", num_classes)
         check_activation("SANet", activation)
         head = SANetHead(num_classes, stage_channels=stage_channels, channels=channels,
                          dropout=dropout, activation=activation, align_corners=align_corners,

@@ -1,4 +1,14 @@
-"""Shared checks for ``keras_segattn.models`` tests (tiny backbone, small images)."""
+"""Shared checks for ``keras_segattn.models`` tests (tiny backbone, small images).
+
+Every model test file keeps only what is specific to its model and calls:
+
+* ``check_model_contract``: output names/shapes/dtypes at an odd size, a fit step with every
+  loss in the logs, ``predict`` and the ``.keras`` round trip (same class, config, weights
+  and predictions);
+* ``check_mixed_precision_and_registry``: ``models.get(name)`` under ``mixed_float16``
+  gives the right class and float32 logits at an odd size;
+* ``check_invalid_arguments``: the constructor rejects bad arguments with ``ValueError``.
+"""
 
 import json
 import os
@@ -7,9 +17,15 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_segattn import models
 from keras_segattn.testing import assert_allclose
 
 TINY = "resnet_tiny"
+
+# Rejected by every model constructor (before any backbone is built).
+INVALID_ARGUMENTS = (
+    dict(num_classes=0), dict(num_classes=2.5), dict(num_classes=3, activation="gelu"),
+)
 
 
 def images(batch=2, height=32, width=32, seed=0):
@@ -30,16 +46,25 @@ def golden(name):
     return data, meta, state
 
 
-def check_model_contract(model, expected_outputs, num_classes):
-    """Outputs dict, odd-size predict, fit with every loss, ``.keras`` round trip."""
+def check_model_contract(model, expected_outputs, num_classes, loss_weights=None,
+                         image_level=()):
+    """Outputs dict, odd-size predict, fit with every loss, ``.keras`` round trip.
+
+    ``loss_weights``: the expected ``default_loss_weights`` (its keys are always checked).
+    ``image_level``: names of outputs shaped ``(B, num_classes)`` instead of per pixel.
+    """
     x_odd = images(batch=1, height=37, width=45, seed=1)
+    assert model.segmentation_output_names == sorted(expected_outputs)
     # Symbolic outputs (no eager call: that costs a compile per op on JAX).
     outputs = model.compute_output_spec(keras.KerasTensor((1, 37, 45, 3)))
     assert sorted(outputs) == sorted(expected_outputs), sorted(outputs)
     for name, value in outputs.items():
-        assert tuple(value.shape) == (1, 37, 45, num_classes), (name, value.shape)
+        shape = (1, num_classes) if name in image_level else (1, 37, 45, num_classes)
+        assert tuple(value.shape) == shape, (name, value.shape)
         assert keras.backend.standardize_dtype(value.dtype) == "float32", name
     assert sorted(model.default_loss_weights) == sorted(expected_outputs)
+    if loss_weights is not None:
+        assert model.default_loss_weights == loss_weights, model.default_loss_weights
 
     # fit: defaults (SGD poly, CE on every output, MeanIoU), one (B,H,W) mask for all outputs.
     model.compile(steps=10)
@@ -61,6 +86,38 @@ def check_model_contract(model, expected_outputs, num_classes):
         restored = keras.models.load_model(path)
     assert type(restored) is type(model)
     assert restored.get_config() == model.get_config()
+    # Every weight (auxiliary heads included) comes back, so every output would match too.
+    assert len(restored.weights) == len(model.weights)
+    for saved, loaded in zip(model.weights, restored.weights):
+        assert_allclose(loaded, saved, atol=0, rtol=0, err_msg=saved.path)
     assert_allclose(restored.predict(x_odd, verbose=0), predicted, atol=1e-5, rtol=1e-5,
                     err_msg=".keras round trip changed the predictions")
     return restored
+
+
+def check_mixed_precision_and_registry(name, cls, num_classes, expected_outputs=("logits",),
+                                       **kwargs):
+    """``models.get(name, ...)`` under ``mixed_float16``: class, outputs, float32 logits."""
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = models.get(name, num_classes=num_classes, **kwargs)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert type(model) is cls, type(model)
+    assert model.segmentation_output_names == sorted(expected_outputs)
+    assert model.get_layer("head").compute_dtype == "float16"
+    logits = model.predict(images(batch=1, height=35, width=29, seed=2), verbose=0)
+    assert logits.shape == (1, 35, 29, num_classes) and logits.dtype == np.float32
+    assert np.all(np.isfinite(logits))
+    return model
+
+
+def check_invalid_arguments(cls, extra=(), **fixed):
+    """``cls(backbone=TINY, **fixed, **kwargs)`` raises ``ValueError`` for each of
+    ``INVALID_ARGUMENTS`` and ``extra``."""
+    for kwargs in tuple(INVALID_ARGUMENTS) + tuple(extra):
+        try:
+            cls(backbone=TINY, **fixed, **kwargs)
+        except ValueError:
+            continue
+        raise AssertionError(f"{cls.__name__}(**{kwargs}) did not raise ValueError")
