@@ -250,8 +250,9 @@ def _verbose(config):
 
 
 def _tensorboard_available():
-    """TensorBoard logging needs the ``tensorboard`` package (not a dependency): skip it,
-    with a note, when it is missing instead of failing at the first summary write."""
+    """TensorBoard logging needs the ``tensorboard`` package (a dependency, but an install
+    without it should still train): skip it, with a note, instead of failing at the first
+    summary write."""
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is not None:
