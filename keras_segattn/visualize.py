@@ -141,6 +141,8 @@ def attention_maps(model, image, pixel=None, layers=None):
             _, scores = layer(*args, return_attention_scores=True, **kwargs)
             scores = _to_numpy(scores)[0]
             feature = args[0]
+            if isinstance(feature, (list, tuple)):  # ScaleAttention: (score maps, features)
+                feature = feature[0]
             fh, fw = int(feature.shape[1]), int(feature.shape[2])
             matrices.append((scores, fh, fw))
         scores, fh, fw = matrices[0]

@@ -74,3 +74,18 @@ def test_visualize_cli(tmp_path):
     assert Image.open(tmp_path / "v.png").format == "PNG"
     with pytest.raises(SystemExit):
         main(["visualize", "--model", model_path])
+
+
+def test_scale_attention_weights_of_attention_to_scale(tmp_path):
+    import keras_segattn
+
+    model = keras_segattn.models.AttentionToScale(num_classes=3, backbone="resnet_tiny")
+    image = np.random.default_rng(0).uniform(0, 255, (40, 48, 3))
+    (entry,) = attention_maps(model, image, pixel=(5, 6))
+    assert entry["kind"] == "scale" and entry["feature_size"] == (5, 6)
+    weights = entry["weights"]
+    assert weights.shape == (5, 6, 3)  # one weight per scale (1.0, 0.75, 0.5) and pixel
+    assert np.all(weights > 0)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)  # softmax over scales
+    plot_attention(model, image, pixel=(5, 6), output=str(tmp_path / "scales.png"))
+    assert Image.open(tmp_path / "scales.png").size[0] > 100
