@@ -54,8 +54,9 @@ class FLANetOutput(ClassifierHead):
         dropout: float, Dropout2d rate. Default 0.1.
         activation: ``"relu"`` (reference) or ``"leaky_relu"`` (slope 0.01).
 
-    Reference keys (``FLANetOutput`` in ``model.py``): ``conv.0.weight``, ``conv.1.*``
-    (BN), ``conv2.{weight,bias}``.
+    Reference keys (``FLANetOutput`` in ``model.py``, an ``nn.Sequential`` of Upsample,
+    Conv2d, BN, ReLU, Dropout2d, Conv2d): ``conv.1.weight``, ``conv.2.*`` (BN),
+    ``conv.5.{weight,bias}``.
 
     Example:
     >>> FLANetOutput(19, mid_channels=16)(keras.ops.ones((1, 5, 7, 8))).shape
@@ -87,8 +88,8 @@ class FLANetOutput(ClassifierHead):
         return (input_shape[0], double(input_shape[1]), double(input_shape[2]), self.num_classes)
 
     def reference_weight_mapping(self):
-        mapping = self.conv.reference_weight_mapping("conv.0", "conv.1")
-        mapping.update(convert.conv_mapping("conv2", self.conv_seg))
+        mapping = self.conv.reference_weight_mapping("conv.1", "conv.2")
+        mapping.update(convert.conv_mapping("conv.5", self.conv_seg))
         return mapping
 
     def get_config(self):
@@ -147,6 +148,17 @@ class FLANetHead(ClassifierHead):
 
     def compute_output_shape(self, input_shape):
         return self.output_block.compute_output_shape(input_shape)
+
+    def reference_weight_mapping(self):
+        """Keys of the head part of the official ``FLANet`` module (``model.py``):
+        ``conv.{0,1,3,4}.*`` (the two conv-BN-ReLU), ``fully.*`` (FullyAttentionalBlock)
+        and ``conv_out1.*`` (the main FLANetOutput). The auxiliary outputs are
+        ``conv_out2``/``conv_out3`` (map them with their own ``FLANetOutput``)."""
+        mapping = self.conv_a.reference_weight_mapping("conv.0", "conv.1")
+        mapping.update(self.conv_b.reference_weight_mapping("conv.3", "conv.4"))
+        mapping.update(convert.prefixed("fully", self.attention.reference_weight_mapping()))
+        mapping.update(convert.prefixed("conv_out1", self.output_block.reference_weight_mapping()))
+        return mapping
 
     def get_config(self):
         config = super().get_config()
