@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_segattn import convert
+
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "golden")
 
 
@@ -27,6 +29,31 @@ def _load_golden(case):
 def load_golden():
     """The golden-case loader: ``meta, arrays, params = load_golden("danet_pam")``."""
     return _load_golden
+
+
+def _check_golden(case, layer):
+    """Reproduce golden ``case`` with ``layer`` (built from the case's constructor kwargs):
+    build it on the input, check that its reference keys are exactly the case's parameter
+    keys, load the parameters with ``load_reference_weights`` and compare the inference
+    output at the case's tolerance. Returns ``(meta, arrays)``."""
+    meta, arrays, params = _load_golden(case)
+    x = arrays["input"]
+    layer(x)
+    expected_keys = sorted(p["key"] for p in meta["params"] if "num_batches" not in p["key"])
+    assert sorted(layer.reference_weight_mapping()) == expected_keys
+    convert.load_reference_weights(layer, params)
+    tol = meta["tolerance"]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x, training=False)), arrays["output"],
+        atol=tol["atol"], rtol=tol["rtol"],
+    )
+    return meta, arrays
+
+
+@pytest.fixture(scope="session")
+def check_golden():
+    """``check_golden(case, layer)``: see ``_check_golden``."""
+    return _check_golden
 
 
 def _call_compiled(layer, x, **call_kwargs):

@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_segattn import convert
 from keras_segattn.layers import InterlacedSparseAttention, ISASelfAttention
 from keras_segattn.testing import TestCase
 
@@ -70,19 +69,13 @@ def _randomise_bn(layer, rng):
 
 
 class TestInterlacedSparseAttention(TestCase):
-    def test_golden_isa_block(self, load_golden):
-        meta, data, params = load_golden("isa_block")
-        kw = meta["constructor_kwargs"]
+    def test_golden_isa_block(self, load_golden, check_golden):
+        kw = load_golden("isa_block")[0]["constructor_kwargs"]
         layer = InterlacedSparseAttention(
             kw["key_channels"], kw["value_channels"], kw["out_channels"],
             down_factor=tuple(kw["down_factor"]),
         )
-        layer(data["input"])
-        convert.load_reference_weights(layer, params)
-        tol = meta["tolerance"]
-        self.assertAllClose(
-            layer(data["input"], training=False), data["output"], atol=tol["atol"], rtol=tol["rtol"]
-        )
+        check_golden("isa_block", layer)
 
     @pytest.mark.parametrize(
         "shape, factor, activation",

@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_segattn import convert
 from keras_segattn.layers import LinearChannelAttention, LinearPositionAttention
 from keras_segattn.testing import TestCase
 
@@ -40,17 +39,11 @@ def numpy_channel(x, gamma, eps):
 
 
 class TestLinearPositionAttention(TestCase):
-    def test_matches_lam_golden(self, load_golden):
-        meta, arrays, params = load_golden("lam_position")
-        kwargs = meta["constructor_kwargs"]
-        x = arrays["input"]
-        assert x.shape[-1] == kwargs["in_places"]
+    def test_matches_lam_golden(self, load_golden, check_golden):
+        kwargs = load_golden("lam_position")[0]["constructor_kwargs"]
         layer = LinearPositionAttention(reduction=8, eps=kwargs["eps"])
-        layer(x)
-        assert sorted(layer.reference_weight_mapping()) == sorted(p["key"] for p in meta["params"])
-        convert.load_reference_weights(layer, params)
-        tol = meta["tolerance"]
-        self.assertAllClose(layer(x), arrays["output"], atol=tol["atol"], rtol=tol["rtol"])
+        _, arrays = check_golden("lam_position", layer)
+        assert arrays["input"].shape[-1] == kwargs["in_places"]
 
     def test_layer_contract(self):
         x = np.random.default_rng(0).normal(size=(2, 7, 5, 16)).astype("float32")
@@ -87,15 +80,9 @@ class TestLinearPositionAttention(TestCase):
 
 
 class TestLinearChannelAttention(TestCase):
-    def test_matches_lam_golden(self, load_golden):
-        meta, arrays, params = load_golden("lam_channel")
-        x = arrays["input"]
-        layer = LinearChannelAttention(eps=meta["constructor_kwargs"]["eps"])
-        layer(x)
-        assert sorted(layer.reference_weight_mapping()) == sorted(p["key"] for p in meta["params"])
-        convert.load_reference_weights(layer, params)
-        tol = meta["tolerance"]
-        self.assertAllClose(layer(x), arrays["output"], atol=tol["atol"], rtol=tol["rtol"])
+    def test_matches_lam_golden(self, load_golden, check_golden):
+        eps = load_golden("lam_channel")[0]["constructor_kwargs"]["eps"]
+        check_golden("lam_channel", LinearChannelAttention(eps=eps))
 
     def test_layer_contract(self):
         x = np.random.default_rng(0).normal(size=(2, 7, 5, 6)).astype("float32")
