@@ -43,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))
     p.add_argument("--lr", type=float, default=None, help="default: 3e-3 adamw, 0.01 sgd")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--head-width", type=int, default=None,
+                   help="give every head (and the auxiliary head) this width instead of the "
+                        "papers' 512, so that the heads cost about the same")
     return p.parse_args(argv)
 
 
@@ -64,6 +67,26 @@ def datasets(size, num_train, num_val, batch_size, seed):
     return train_ds, val_ds, val_images, val_labels
 
 
+# Constructor options that set a model's head widths (see --head-width).
+HEAD_WIDTH_OPTIONS = {
+    "fcn": ("channels", "aux_channels"),
+    "nonlocalnet": ("channels", "aux_channels"),
+    "danet": ("inter_channels", "aux_channels"),
+    "ccnet": ("inter_channels", "channels", "aux_channels"),
+    "isanet": ("channels", "key_channels", "value_channels", "aux_channels"),
+    "lanet": ("inter_channels", "aux_channels"),
+}
+
+
+def head_options(model_name, width):
+    if width is None:
+        return {}
+    if model_name not in HEAD_WIDTH_OPTIONS:
+        raise SystemExit(f"--head-width is not defined for {model_name!r}; "
+                         f"models: {sorted(HEAD_WIDTH_OPTIONS)}")
+    return {name: width for name in HEAD_WIDTH_OPTIONS[model_name]}
+
+
 def run_one(model_name, args, seed, workdir):
     import keras
 
@@ -77,7 +100,8 @@ def run_one(model_name, args, seed, workdir):
         num_classes=NUM_CLASSES, crop_size=(args.size, args.size), batch_size=args.batch_size,
         steps=args.steps, eval_every=args.steps, optimizer=args.optimizer,
         learning_rate=args.lr, output_dir=os.path.join(workdir, f"{model_name}-{seed}"),
-        tensorboard=False, verbose=0, seed=seed)
+        tensorboard=False, verbose=0, seed=seed,
+        model_kwargs=head_options(model_name, args.head_width))
     start = time.time()
     result = train(config, train_dataset=train_ds, val_dataset=val_ds)
     seconds = time.time() - start

@@ -4,7 +4,7 @@ evaluate it like mmsegmentation, predict, and export.
     KERAS_BACKEND=jax python examples/quickstart.py --steps 200 --data-dir /tmp/tfds
 
 Works unchanged on TensorFlow, JAX and PyTorch (set KERAS_BACKEND). Use a real dataset by
-replacing "synthetic" with "cityscapes", "ade20k" or "voc_aug" and passing --manual-dir.
+replacing "synthetic" with "cityscapes", "ade20k", "voc_aug" or "pascal_context" and passing --manual-dir.
 """
 
 import argparse

@@ -2,7 +2,8 @@
 
 ``get_palette(name)`` returns a ``(K, 3)`` uint8 array for ``cityscapes`` (19 trainIds,
 cityscapesScripts colours), ``ade20k`` (150 classes, mmsegmentation's ``ADE20KDataset``
-palette), ``voc`` (21 classes, the PASCAL VOC bit-interleaved colour map) and ``synthetic``
+palette), ``voc`` (21 classes, the PASCAL VOC bit-interleaved colour map),
+``pascal_context`` (59 classes, mmsegmentation's ``PascalContextDataset59`` palette) and ``synthetic``
 (the built-in dataset; taken from ``keras_segattn.data.dataset_info`` when it defines a
 palette). Label 255 (ignore) is drawn black by :func:`keras_segattn.inference.colorize`.
 """
@@ -78,9 +79,10 @@ def synthetic_palette(num_classes=8):
     return voc_palette(max(num_classes, 21))
 
 
-PALETTES = ("cityscapes", "ade20k", "voc", "synthetic")
+PALETTES = ("cityscapes", "ade20k", "voc", "pascal_context", "synthetic")
 _DATASET_NAMES = {"cityscapes": "cityscapes", "ade20k": "ade20k", "ade": "ade20k",
                   "voc": "voc_aug", "vocaug": "voc_aug", "pascalvoc": "voc_aug",
+                  "pascalcontext": "pascal_context", "pascalcontext59": "pascal_context",
                   "synthetic": "synthetic"}
 
 
@@ -106,6 +108,8 @@ def get_palette(name):
         return np.asarray(ADE20K, "uint8")
     if key in ("voc", "pascalvoc", "vocaug"):
         return voc_palette(21)
+    if key in ("pascalcontext", "pascalcontext59"):
+        return np.asarray(ADE20K[1:60], "uint8")  # mmseg's PascalContextDataset59 colours
     if key == "synthetic":
         return synthetic_palette()
     raise ValueError(f"unknown palette {name!r}; choose one of {PALETTES}")

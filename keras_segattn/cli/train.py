@@ -37,7 +37,7 @@ def add_arguments(parser):
     g.add_argument("--output-stride", type=int, default=8, choices=(8, 16, 32))
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", default="synthetic",
-                   help="synthetic (built in), cityscapes, ade20k or voc_aug")
+                   help="synthetic (built in), cityscapes, ade20k, voc_aug or pascal_context")
     g.add_argument("--data-dir", help="tensorflow-datasets data directory")
     g.add_argument("--manual-dir", help="folder with manually downloaded archives")
     g.add_argument("--dataset-config",
@@ -59,7 +59,10 @@ def add_arguments(parser):
                    help="peak learning rate (default: 0.01 for sgd, 3e-3 for adamw)")
     g.add_argument("--end-lr", type=float, default=1e-4, help="final poly learning rate")
     g.add_argument("--warmup-steps", type=int, default=0)
-    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--weight-decay", type=float, default=5e-4,
+                   help="sgd: L2 added to the gradient as in PyTorch/mmseg; adamw: decoupled")
+    g.add_argument("--head-lr-multiplier", type=float, default=1.0,
+                   help="sgd only: learning-rate factor of the heads (official DANet: 10)")
     g.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (>= 2)")
     g = parser.add_argument_group("run")
     g.add_argument("--distribution", default="auto", choices=DISTRIBUTIONS)
@@ -88,7 +91,7 @@ def config_from_args(args):
         eval_every=args.eval_every, optimizer=args.optimizer, learning_rate=args.lr,
         end_learning_rate=args.end_lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-        gradient_accumulation_steps=args.grad_accum, distribution=args.distribution,
+        head_lr_multiplier=args.head_lr_multiplier, gradient_accumulation_steps=args.grad_accum, distribution=args.distribution,
         mixed_precision=args.mixed_precision, output_dir=args.output_dir, seed=args.seed,
         eval_mode=args.eval_mode, tensorboard=not args.no_tensorboard)
 

@@ -6,8 +6,9 @@ pipelines here (written with TensorFlow ops, which run on the CPU input pipeline
 the Keras backend) feed every backend.
 
 * :func:`load` (``name, split, data_dir, manual_dir``): ``{"image", "label"}`` datasets
-  for ``"synthetic"`` (built in, generated locally), ``"cityscapes"``, ``"ade20k"`` and
-  ``"voc_aug"`` (manual downloads), labels as train ids with 255 = ignore.
+  for ``"synthetic"`` (built in, generated locally), ``"cityscapes"``, ``"ade20k"``,
+  ``"voc_aug"`` and ``"pascal_context"`` (manual downloads), labels as train ids with
+  255 = ignore.
 * :func:`dataset_info`: classes, palette, ignore label, default crop size.
 * :func:`make_pipeline`: augmentation (mmseg recipe), batching, prefetching ->
   ``(images float32 [0, 255] (B, H, W, 3), labels int32 (B, H, W))``.

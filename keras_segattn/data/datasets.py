@@ -11,6 +11,9 @@ Every dataset comes out the same way, whatever its source format: ``image`` uint
 * ``"ade20k"``: our builder over ``ADEChallengeData2016.zip``; mmseg's
   ``reduce_zero_label``: 0 ("other") -> 255, 1..150 -> 0..149.
 * ``"voc_aug"``: our builder over VOC 2012 + SBD; labels 0..20, 255 borders kept.
+* ``"pascal_context"``: our builder over VOC 2010 + the PASCAL-Context ``.mat`` release;
+  stores mmseg's 60-value mask (0 = background), mapped here with ``reduce_zero_label``
+  to mmseg's 59 classes (``PascalContextDataset59``), background -> 255.
 
 tf.data is the backend-neutral input path: the datasets feed ``model.fit`` on
 TensorFlow, JAX and PyTorch alike.
@@ -73,6 +76,10 @@ def get_builder(name, data_dir=None, config=None):
         from keras_segattn.data.builders.voc_aug import Builder
 
         return Builder(data_dir=data_dir)
+    if name == "pascal_context":
+        from keras_segattn.data.builders.pascal_context import Builder
+
+        return Builder(data_dir=data_dir)
     if name == "cityscapes":
         return tfds.builder("cityscapes", config=config or "semantic_segmentation",
                             data_dir=data_dir)
@@ -83,7 +90,7 @@ def _to_example(name):
     if name == "cityscapes":
         return lambda ex: {"image": ex["image_left"],
                            "label": cityscapes_label_ids_to_train_ids(_squeeze(ex["segmentation_label"]))}
-    if name == "ade20k":
+    if name in ("ade20k", "pascal_context"):
         return lambda ex: {"image": ex["image"], "label": reduce_zero_label(_squeeze(ex["annotation"]))}
     return lambda ex: {"image": ex["image"], "label": tf.cast(_squeeze(ex["label"]), tf.uint8)}
 
@@ -93,7 +100,8 @@ def load(name, split, data_dir=None, manual_dir=None, *, config=None, shuffle_fi
     """Load a split of a dataset as a ``tf.data.Dataset`` of ``{"image", "label"}``.
 
     Args:
-        name: one of ``"synthetic"``, ``"cityscapes"``, ``"ade20k"``, ``"voc_aug"``.
+        name: one of ``"synthetic"``, ``"cityscapes"``, ``"ade20k"``, ``"voc_aug"``,
+            ``"pascal_context"``.
         split: tfds split string: ``"train"``, ``"validation"`` (alias ``"val"``),
             ``"test"`` (Cityscapes; its labels are placeholders), slices like
             ``"train[:100]"``.

@@ -68,10 +68,13 @@ What the base class provides:
   the weights, for ``export``/TFLite/ONNX.
 """
 
+import re
+
 import keras
 
 from keras_segattn.layers.normalization import ImageNormalization
 from keras_segattn.layers.resize import Resize
+from keras_segattn.optimizers import SGD
 
 MAIN_OUTPUT = "logits"
 IGNORE_CLASS = 255
@@ -224,13 +227,15 @@ class SegmentationModel(keras.Model):
     # -- training recipe ----------------------------------------------------------------
     def compile(self, optimizer="auto", loss="auto", loss_weights="auto", metrics="auto", *,
                 steps=80000, learning_rate=0.01, momentum=0.9, weight_decay=5e-4, power=0.9,
-                end_learning_rate=1e-4, **kwargs):
+                end_learning_rate=1e-4, head_lr_multiplier=1.0, **kwargs):
         """Compile; the defaults are mmsegmentation's standard recipe.
 
         Args:
-            optimizer: ``"auto"``: ``SGD(momentum)`` with ``PolynomialDecay(learning_rate,
-                decay_steps=steps, end_learning_rate, power)`` and ``weight_decay``
-                (Keras' decoupled decay, applied to every variable like mmseg's default).
+            optimizer: ``"auto"``: ``keras_segattn.optimizers.SGD(momentum)`` with
+                ``PolynomialDecay(learning_rate, decay_steps=steps, end_learning_rate,
+                power)`` and ``weight_decay`` as PyTorch applies it (L2 added to the
+                gradient before momentum, on every variable, like mmseg's default; Keras'
+                own SGD decay is the decoupled kind, ~10x weaker at momentum 0.9).
                 Anything else is passed to ``keras.Model.compile``.
             loss: ``"auto"``: ``SparseCategoricalCrossentropy(from_logits=True,
                 ignore_class=255)`` on every output.
@@ -241,6 +246,8 @@ class SegmentationModel(keras.Model):
             steps: total training iterations for the poly schedule (mmseg: 40k/80k/160k).
             learning_rate, momentum, weight_decay, power, end_learning_rate: the recipe's
                 numbers (mmseg: 0.01, 0.9, 5e-4, 0.9, 1e-4).
+            head_lr_multiplier: learning-rate factor of every variable outside the
+                backbone (the heads). 1.0 (mmseg); the official DANet recipe uses 10.
             **kwargs: other ``keras.Model.compile`` arguments.
         """
         recipe = None
@@ -248,7 +255,8 @@ class SegmentationModel(keras.Model):
                 and not kwargs:
             recipe = dict(steps=int(steps), learning_rate=float(learning_rate),
                           momentum=float(momentum), weight_decay=float(weight_decay or 0.0),
-                          power=float(power), end_learning_rate=float(end_learning_rate))
+                          power=float(power), end_learning_rate=float(end_learning_rate),
+                          head_lr_multiplier=float(head_lr_multiplier))
         if optimizer == "auto":
             schedule = keras.optimizers.schedules.PolynomialDecay(
                 initial_learning_rate=learning_rate,
@@ -256,8 +264,9 @@ class SegmentationModel(keras.Model):
                 end_learning_rate=end_learning_rate,
                 power=power,
             )
-            optimizer = keras.optimizers.SGD(
-                learning_rate=schedule, momentum=momentum, weight_decay=weight_decay or None
+            optimizer = SGD(
+                learning_rate=schedule, momentum=momentum, weight_decay=weight_decay or None,
+                lr_multipliers=self.head_lr_multipliers(head_lr_multiplier),
             )
         if loss_weights == "auto":
             loss_weights = (
@@ -286,6 +295,14 @@ class SegmentationModel(keras.Model):
         super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
                         metrics=metrics, **kwargs)
         self._segattn_recipe = recipe
+
+    def head_lr_multipliers(self, multiplier):
+        """``lr_multipliers`` for ``keras_segattn.optimizers.SGD``: ``multiplier`` on every
+        variable outside the backbone (``{}`` when it is 1)."""
+        if float(multiplier) == 1.0:
+            return {}
+        return {re.escape(layer.name) + "/": float(multiplier) for layer in self.layers
+                if layer is not self.backbone and layer.weights}
 
     def get_compile_config(self):
         recipe = getattr(self, "_segattn_recipe", None)
@@ -350,6 +367,20 @@ class SegmentationModel(keras.Model):
         return keras.Model(
             self.inputs[0], self.get_layer(MAIN_OUTPUT).output, name=name or f"{self.name}_inference"
         )
+
+    # -- porting weights ----------------------------------------------------------------
+    def reference_weight_mapping(self, source="mmseg"):
+        """``{checkpoint key: (variable, layout)}`` for
+        ``keras_segattn.convert.load_reference_weights(model, state_dict_or_path)``.
+
+        ``source="mmseg"``: a whole mmsegmentation checkpoint (``backbone.*``,
+        ``decode_head.*``, ``auxiliary_head.*``); needs a ``*_v1c`` backbone and a model with
+        an mmseg counterpart (FCN, DANet, NonLocalNet, CCNet). See
+        ``keras_segattn.models.mmseg_weights``.
+        """
+        from keras_segattn.models import mmseg_weights
+
+        return mmseg_weights.reference_weight_mapping(self, source=source)
 
     # -- serialization ------------------------------------------------------------------
     def get_config(self):

@@ -19,6 +19,7 @@ import time
 import keras
 
 from keras_segattn import evaluation
+from keras_segattn.optimizers import SGD
 from keras_segattn.training import callbacks as callbacks_lib
 from keras_segattn.training import distribution as distribution_lib
 from keras_segattn.training.schedules import WarmupPolyDecay
@@ -78,6 +79,7 @@ class TrainConfig:
     warmup_steps: int = 0
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    head_lr_multiplier: float = 1.0
     gradient_accumulation_steps: int = None
     distribution: str = "auto"
     mixed_precision: str = None
@@ -119,6 +121,11 @@ class TrainConfig:
             self.optimizer = "adamw" if self.dataset == "synthetic" else "sgd"
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LEARNING_RATES[self.optimizer]
+        if self.head_lr_multiplier <= 0:
+            raise ValueError(f"head_lr_multiplier must be > 0; got {self.head_lr_multiplier}.")
+        if self.head_lr_multiplier != 1.0 and self.optimizer != "sgd":
+            raise ValueError("head_lr_multiplier is an SGD option (the official recipes'); "
+                             f"optimizer is {self.optimizer!r}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
         if self.end_learning_rate > self.learning_rate:
@@ -216,15 +223,19 @@ def build_datasets(config, global_batch_size):
 # --- model ------------------------------------------------------------------------------------
 
 
-def build_optimizer(config):
+def build_optimizer(config, model=None):
+    """AdamW, or SGD as mmseg/PyTorch define it (L2 weight decay through the momentum;
+    ``head_lr_multiplier`` on every variable outside ``model``'s backbone)."""
     schedule = WarmupPolyDecay(config.learning_rate, decay_steps=config.steps,
                                warmup_steps=config.warmup_steps, end_lr=config.end_learning_rate)
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(
             learning_rate=schedule, weight_decay=config.weight_decay,
             gradient_accumulation_steps=config.gradient_accumulation_steps or None)
-    return keras.optimizers.SGD(
+    multipliers = model.head_lr_multipliers(config.head_lr_multiplier) if model else {}
+    return SGD(
         learning_rate=schedule, momentum=config.momentum, weight_decay=config.weight_decay,
+        lr_multipliers=multipliers,
         gradient_accumulation_steps=config.gradient_accumulation_steps or None)
 
 
@@ -236,7 +247,7 @@ def build_model(config, num_classes):
     kwargs.setdefault("backbone", config.backbone)
     kwargs.setdefault("output_stride", config.output_stride)
     model = models.get(config.model, num_classes=num_classes, **kwargs)
-    model.compile(optimizer=build_optimizer(config))
+    model.compile(optimizer=build_optimizer(config, model))
     return model
 
 

@@ -215,7 +215,8 @@ def test_reduce_zero_label():
 
 
 @pytest.mark.parametrize("name,num_classes", [("synthetic", 5), ("cityscapes", 19),
-                                              ("ade20k", 150), ("voc_aug", 21)])
+                                              ("ade20k", 150), ("voc_aug", 21),
+                                              ("pascal_context", 59)])
 def test_dataset_info(name, num_classes):
     info = data.dataset_info(name)
     assert info.num_classes == num_classes and len(info.class_names) == num_classes

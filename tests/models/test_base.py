@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn import layers, models
+from keras_segattn.optimizers import SGD
 from keras_segattn.testing import TestCase
 
 from model_checks import TINY, images, labels
@@ -39,6 +40,22 @@ class TestImageNormalization(TestCase):
 
 
 class TestSegmentationModel(TestCase):
+    def test_head_lr_multiplier(self):
+        model = models.get("danet", num_classes=3, backbone=TINY, inter_channels=8,
+                           aux_channels=8)
+        model.compile(head_lr_multiplier=10.0)
+        model.optimizer.build(model.trainable_variables)
+        multipliers = {v.path: model.optimizer.multiplier_for(v)
+                       for v in model.trainable_variables}
+        backbone_paths = {v.path for v in model.backbone.trainable_variables}
+        assert backbone_paths and all(multipliers[p] == 1.0 for p in backbone_paths)
+        head_paths = set(multipliers) - backbone_paths
+        assert any(p.startswith("head/") for p in head_paths)
+        assert any(p.startswith("aux_head/") for p in head_paths)
+        assert all(multipliers[p] == 10.0 for p in head_paths)
+        # The recipe (with its multiplier) survives a .keras round trip.
+        assert model.get_compile_config()["segattn_recipe"]["head_lr_multiplier"] == 10.0
+
     def test_recipe_labels_inference_and_mixed_precision(self):
         keras.config.set_dtype_policy("mixed_float16")
         model = models.get("fcn", num_classes=4, backbone=TINY, channels=8, aux_channels=8,
@@ -52,8 +69,11 @@ class TestSegmentationModel(TestCase):
 
         model.compile()
         optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # loss scaling
-        assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.9
-        assert optimizer.weight_decay == 5e-4
+        assert isinstance(optimizer, SGD) and optimizer.momentum == 0.9
+        # PyTorch's (mmseg's) L2 decay, not Keras' decoupled one; tests/test_optimizers.py
+        # checks the update rule against torch.optim.SGD.
+        assert optimizer.l2_weight_decay == 5e-4 and optimizer.weight_decay is None
+        assert optimizer.lr_multipliers == {}
         schedule = optimizer._learning_rate
         assert isinstance(schedule, keras.optimizers.schedules.PolynomialDecay)
         assert schedule.power == 0.9 and schedule.initial_learning_rate == 0.01
