@@ -16,6 +16,33 @@ from keras_segattn.layers._common import static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 
+def join_scope(*parts):
+    """Join Keras name-scope parts with ``/``, skipping empty ones."""
+    return "/".join(part for part in parts if part)
+
+
+def keras_conv_bn_mapping(block, scope):
+    """Keras variable names of an iSeg ``ConvBnRelu`` (``ConvNormAct``) -> a ``ConvBNAct``.
+
+    iSeg's ``ConvBnRelu(name=n)`` is a Keras model named ``n`` holding a ``Conv2D`` named
+    ``n_conv`` and a BatchNormalization named ``n_bn``, so under the Keras name scope
+    ``scope`` (ending in ``n``) its variables are ``{scope}/n_conv/kernel:0`` (plus
+    ``bias:0`` with a conv bias) and ``{scope}/n_bn/{gamma, beta, moving_mean,
+    moving_variance}:0``. Layout ``"copy"`` (Keras HWIO kernels).
+    """
+    name = scope.rsplit("/", 1)[-1]
+    mapping = {join_scope(scope, f"{name}_conv", "kernel:0"): (block.conv.kernel, "copy")}
+    if block.conv.use_bias:
+        mapping[join_scope(scope, f"{name}_conv", "bias:0")] = (block.conv.bias, "copy")
+    norm = block.norm
+    if norm is not None:
+        for variable in ("gamma", "beta", "moving_mean", "moving_variance"):
+            attr = getattr(norm, variable, None)
+            if attr is not None:  # no gamma/beta without scale/center
+                mapping[join_scope(scope, f"{name}_bn", f"{variable}:0")] = (attr, "copy")
+    return mapping
+
+
 def _axial_attention(query, value, group_size):
     """``softmax_j(q_i . q_j) v_j`` along axis 2 of ``(B, A, L, K)`` / ``(B, A, L, F)``.
 
@@ -200,7 +227,10 @@ class ChannelizedAxialAttention(keras.layers.Layer):
     def reference_weight_mapping(self, prefix="caa_block"):
         """Keras variable names of the upstream TF block (``caa_block/...:0``) -> ours.
 
-        The reference is itself Keras (NHWC, HWIO kernels), so every layout is ``"copy"``.
+        ``prefix`` is the block's Keras name scope (``"caa_block"`` in CAR's head, i.e. the
+        names of a top-level block as in golden case ``caa_axial``; a head passes its own
+        scope, e.g. ``"<head>/caa_block"``). The reference is itself Keras (NHWC, HWIO
+        kernels), so every layout is ``"copy"``.
         """
         mapping = {}
         for name, block in (
@@ -208,18 +238,12 @@ class ChannelizedAxialAttention(keras.layers.Layer):
             ("h_querykey_conv", self.h_querykey_conv),
             ("value_conv", self.value_conv),
         ):
-            base = f"{prefix}/{name}/{name}"
-            mapping[f"{base}_conv/kernel:0"] = (block.conv.kernel, "copy")
-            norm = block.norm
-            for variable, attr in (
-                ("gamma", norm.gamma), ("beta", norm.beta),
-                ("moving_mean", norm.moving_mean), ("moving_variance", norm.moving_variance),
-            ):
-                mapping[f"{base}_bn/{variable}:0"] = (attr, "copy")
+            mapping.update(keras_conv_bn_mapping(block, join_scope(prefix, name)))
         for axis, layers in self.gates.items():
             for i, dense in enumerate(layers):
                 dense_name = "dense_end" if i == len(layers) - 1 else f"dense{i}"
-                mapping[f"{prefix}/{axis}_c_attention/{dense_name}/kernel:0"] = (dense.kernel, "copy")
+                key = join_scope(prefix, f"{axis}_c_attention", dense_name, "kernel:0")
+                mapping[key] = (dense.kernel, "copy")
         return mapping
 
     def get_config(self):
