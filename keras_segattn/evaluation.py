@@ -287,28 +287,16 @@ def _main_logits(outputs):
     return outputs
 
 
-def _data_parallel_size():
-    """Devices a JAX ``keras.distribution`` shards the batch over (1 when none is set)."""
-    if keras.backend.backend() != "jax":
-        return 1
-    distribution = keras.distribution.distribution()
-    if distribution is None:
-        return 1
-    return int(np.prod(distribution.device_mesh.shape))
-
-
 def _whole_inference(model, images):
-    """Logits at the label resolution. Under JAX ``DataParallel`` a batch not divisible by
-    the device count is padded with copies of its last image and the extra rows dropped
-    (keras.distribution raises ``IndivisibleError`` otherwise)."""
-    n = images.shape[0]
-    devices = _data_parallel_size()
-    padded = images
-    if devices > 1 and n % devices:
-        extra = devices - n % devices
-        padded = np.concatenate([images, np.repeat(images[-1:], extra, axis=0)], axis=0)
-    logits = _main_logits(model.predict_on_batch(padded))
-    return np.asarray(keras.ops.convert_to_numpy(logits))[:n]
+    """Logits at the model's output resolution, one ``predict_on_batch``. Under JAX
+    ``DataParallel`` the batch is sharded over the devices and, when its size does not
+    divide by the device count, padded with copies of its last image whose rows are dropped
+    again (:func:`keras_segattn.inference.predict_on_batch`, shared with the slide and
+    multi-scale paths)."""
+    from keras_segattn import inference
+
+    return np.asarray(keras.ops.convert_to_numpy(
+        _main_logits(inference.predict_on_batch(model, images))))
 
 
 def _resize_logits(logits, height, width):

@@ -59,11 +59,97 @@ def _select_logits(outputs):
     return outputs
 
 
-def _forward(model, batch):
-    """Run ``model`` on a float32 NumPy batch and return float32 NumPy logits."""
+def _batch_shards(shape):
+    """``(layout, parts)``: how a JAX ``keras.distribution`` lays out a batch of ``shape``
+    (``distribution.get_data_layout``) and over how many devices its batch axis is split.
+    ``(None, 1)`` when no distribution is set, on the other backends (TF strategies and
+    torch take care of their own placement) and in multi-process runs (each process then
+    predicts its own batch)."""
     import keras
 
-    if isinstance(model, keras.Model) or isinstance(model, keras.layers.Layer):
+    if keras.backend.backend() != "jax":
+        return None, 1
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return None, 1
+    import jax
+
+    if jax.process_count() > 1:
+        return None, 1
+    layout = distribution.get_data_layout(tuple(shape))
+    axis = layout.axes[0] if layout is not None and layout.axes else None
+    if axis is None:
+        return None, 1
+    mesh = layout.device_mesh
+    return layout, int(mesh.shape[list(mesh.axis_names).index(axis)])
+
+
+def _variables_on_mesh(model, layout):
+    """Whether ``model``'s variables live on the devices of ``layout`` (a model built before
+    the distribution was set keeps them on one device; a batch sharded over other devices
+    would then fail with "incompatible devices for jitted computation")."""
+    devices = set(layout.backend_layout.device_set)
+    for variable in model.weights[:1]:
+        sharding = getattr(variable.value, "sharding", None)
+        return sharding is not None and set(sharding.device_set) == devices
+    return True
+
+
+def data_parallel_size():
+    """Devices a JAX ``keras.distribution`` splits a batch over in this process (1 when
+    none is set, on TF/torch, or in a multi-process run)."""
+    return _batch_shards((1, 1, 1, 1))[1]
+
+
+def pad_batch(array, multiple):
+    """Append copies of the last entry so that ``len(array)`` is a multiple of ``multiple``."""
+    extra = -array.shape[0] % multiple
+    if not extra:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)], axis=0)
+
+
+def predict_on_batch(model, images):
+    """``model.predict_on_batch(images)``, data-parallel under a JAX ``keras.distribution``.
+
+    Keras' ``predict_on_batch`` (like calling the model) does not shard its input (only the
+    ``fit``/``evaluate``/``predict`` data iterators do, Keras 3.15), so under
+    ``DataParallel`` every device would run the whole batch. Here the batch is padded with
+    copies of its last image to a multiple of the device count (sharding an indivisible
+    batch raises ``IndivisibleError``, keras-team/keras#21167), placed with the
+    distribution's data layout, and the padding rows are dropped from every output.
+    Without a distribution (and on TF / torch), or for a model built before the
+    distribution was set (its variables sit on one device), this is
+    ``model.predict_on_batch``.
+
+    Returns the model's outputs (a NumPy array, or a list / dict of them), ``len(images)``
+    rows each.
+    """
+    import keras
+
+    n = images.shape[0]
+    layout, parts = _batch_shards(images.shape)
+    inputs = images
+    if parts > 1 and _variables_on_mesh(model, layout):
+        padded = pad_batch(images, parts)
+        layout = keras.distribution.distribution().get_data_layout(padded.shape)
+        inputs = keras.distribution.distribute_tensor(padded, layout)
+    outputs = model.predict_on_batch(inputs)
+    return keras.tree.map_structure(lambda out: np.asarray(out)[:n], outputs)
+
+
+def _forward(model, batch):
+    """Run ``model`` on a float32 NumPy batch and return float32 NumPy logits.
+
+    A Keras model under a JAX ``keras.distribution`` goes through :func:`predict_on_batch`
+    (batch sharded over the devices, padded when it does not divide), like the whole-image
+    path of :func:`keras_segattn.evaluation.evaluate`.
+    """
+    import keras
+
+    if isinstance(model, keras.Model) and data_parallel_size() > 1:
+        outputs = predict_on_batch(model, batch)
+    elif isinstance(model, keras.Model) or isinstance(model, keras.layers.Layer):
         outputs = model(keras.ops.convert_to_tensor(batch), training=False)
     else:
         outputs = model(batch)

@@ -36,7 +36,31 @@ multiplied by that stride. The conv that carried the stride keeps the rate it ha
 
 Deviation from mmseg's ResNetV1c (DANet/CCNet configs): KerasCV's V1 has the 7x7 stem and the
 stride in the 1x1 conv (ResNet v1.0), not the deep 3x3 stem and v1.5 stride placement, because the
-only available Keras ImageNet weights are KerasCV's.
+only available Keras ImageNet weights are KerasCV's. For mmsegmentation checkpoints use the
+``*_v1c`` names instead:
+
+* ``DilatedResNetV1cBackbone`` (``resnet18_v1c`` ... ``resnet152_v1c``, ``resnet_tiny_v1c``):
+  mmsegmentation's ``ResNetV1c`` (open-mmlab/mmsegmentation ``mmseg/models/backbones/resnet.py``
+  and ``mmseg/models/utils/res_layer.py``; He et al., "Bag of Tricks for Image Classification
+  with Convolutional Neural Networks", CVPR 2019, arXiv:1812.01187) layer for layer: deep stem
+  (3x3 conv stride 2 to ``stem_channels // 2``, BN, ReLU, 3x3 conv, BN, ReLU, 3x3 conv to
+  ``stem_channels``, BN, ReLU, then 3x3 max-pool stride 2 padding 1), ``style="pytorch"``
+  (the stride sits in the bottleneck's 3x3 conv), downsample shortcut = 1x1 conv with stride +
+  BN (no ``avg_down``), BN eps 1e-5 (momentum 0.1 in PyTorch terms). Strided convs use explicit
+  symmetric zero padding (``ZeroPadding2D`` + ``"valid"``) exactly like PyTorch's ``padding=1``
+  (TensorFlow's ``"same"`` pads bottom/right only on even sizes); the max-pool pads with zeros,
+  which equals PyTorch's -inf padding because its input is post-ReLU. Dilation follows the
+  plan above with mmseg's ``contract_dilation=True`` (the rule of every ``*-d8``/``*-d16``
+  config): the first block of a dilated stage uses half the stage's rate in its strided 3x3
+  conv (OS8: stage 3 rates 1, 2, 2, ...; stage 4 rates 2, 4, 4). Like mmseg, the second 3x3
+  conv of a *basic* block is never dilated. Layer names follow the mmseg state-dict keys
+  (``stem_0``, ``layer3_1_conv2``, ``layer2_0_downsample_1`` ...), and
+  ``reference_weight_mapping()`` maps mmseg keys (without the ``backbone.`` prefix) for
+  ``keras_segattn.convert.load_reference_weights``. There are no Keras ImageNet weights for
+  V1c. Deviation: ``multi_grid`` keeps this module's meaning (multipliers of the stage rate,
+  cycled; the first block of the last stage then uses the full rate times ``multi_grid[0]``,
+  like DANet's ``--multi-grid``), whereas mmseg uses ``multi_grid[i]`` as the absolute
+  dilation of block ``i``. No mmseg ``*-d8`` config of the ported models uses multi-grid.
 
 Features: ``backbone.pyramid_level_inputs`` = ``{"P2": ..., "P5": ...}`` are the layer names of the
 four stage outputs (C2..C5; for resnet50: 256, 512, 1024, 2048 channels). The ``P`` keys keep
@@ -55,6 +79,8 @@ import keras
 from keras.src.utils.naming import to_snake_case  # the h5 group naming of save_weights
 from keras_cv.models import Backbone, ResNetBackbone, ResNetV2Backbone
 
+from keras_segattn import convert
+
 BN_AXIS = 3
 BN_EPSILON = 1.001e-5  # KerasCV / keras.applications value, needed for ImageNet weights
 
@@ -69,25 +95,36 @@ _DEPTHS = {
 }
 
 
-def _spec(version, block_type, blocks, filters=None):
-    return {
+V1C = "1c"  # ``version`` of the mmsegmentation ResNetV1c specs
+
+
+def _spec(version, block_type, blocks, filters=None, stem_channels=None):
+    spec = {
         "version": version,
         "stackwise_filters": list(filters or _STANDARD_FILTERS),
         "stackwise_blocks": list(blocks),
         "stackwise_strides": list(_STANDARD_STRIDES),
         "block_type": block_type,
     }
+    if version == V1C:
+        spec["stem_channels"] = int(stem_channels or 64)
+    return spec
 
 
 BACKBONE_SPECS = {}
 for _depth, (_block_type, _blocks) in _DEPTHS.items():
     BACKBONE_SPECS[f"resnet{_depth}"] = _spec(1, _block_type, _blocks)
     BACKBONE_SPECS[f"resnet{_depth}_v2"] = _spec(2, _block_type, _blocks)
+for _depth, (_block_type, _blocks) in _DEPTHS.items():
+    BACKBONE_SPECS[f"resnet{_depth}_v1c"] = _spec(V1C, _block_type, _blocks)
 # Tiny configurations for tests and CPU demos. Bottleneck blocks: KerasCV's basic-block stage 1
 # has an identity shortcut on the 64-channel stem, so it cannot be narrower than 64 channels.
 # V2 needs 2 blocks per stage: KerasCV's V2 stack names its block 1 twice when blocks == 1.
 BACKBONE_SPECS["resnet_tiny"] = _spec(1, "block", [1, 1, 1, 1], [8, 16, 32, 64])
 BACKBONE_SPECS["resnet_tiny_v2"] = _spec(2, "block", [2, 2, 2, 2], [8, 16, 32, 64])
+# V1c: 2 blocks in stages 3/4 so that contract_dilation (first block at half the rate) shows.
+BACKBONE_SPECS["resnet_tiny_v1c"] = _spec(V1C, "block", [1, 1, 2, 2], [8, 16, 32, 64],
+                                          stem_channels=16)
 
 BACKBONE_NAMES = tuple(BACKBONE_SPECS)
 OUTPUT_STRIDES = (8, 16, 32)
@@ -446,6 +483,213 @@ class DilatedResNetV2Backbone(_DilatedMixin, ResNetV2Backbone):
 
 
 # ---------------------------------------------------------------------------------------------
+# mmsegmentation ResNetV1c (deep stem, stride on the 3x3 conv, contract_dilation)
+# ---------------------------------------------------------------------------------------------
+V1C_BN_EPSILON = 1e-5  # PyTorch BatchNorm2d
+V1C_BN_MOMENTUM = 0.9  # Keras meaning; PyTorch momentum 0.1
+
+
+def _v1c_bn(name):
+    return keras.layers.BatchNormalization(
+        axis=BN_AXIS, epsilon=V1C_BN_EPSILON, momentum=V1C_BN_MOMENTUM, name=name
+    )
+
+
+def _v1c_conv(x, filters, kernel_size, stride, rate, name):
+    """Bias-free conv with PyTorch padding ``rate * (k - 1) // 2`` on both sides."""
+    if stride > 1 and rate > 1:
+        raise ValueError(
+            f"ResNetV1c layer {name!r}: a strided conv cannot also be dilated (stride {stride}, "
+            f"dilation {rate}); this happens with output_stride=32 and multi_grid[0] > 1. Use "
+            "output_stride 8 or 16 with multi_grid, or multi_grid starting with 1."
+        )
+    padding = "same"
+    if stride > 1:
+        padding = "valid"
+        pad = rate * (kernel_size - 1) // 2
+        if pad:
+            # Symmetric like torch's Conv2d(padding=pad); "same" would pad bottom/right only.
+            x = keras.layers.ZeroPadding2D(pad, name=name + "_pad")(x)
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=stride, padding=padding, dilation_rate=rate,
+        use_bias=False, name=name,
+    )(x)
+
+
+def _v1c_bottleneck(x, filters, stride, rate, conv_shortcut, name):
+    """mmseg ``Bottleneck`` (style="pytorch"): 1x1 -> 3x3 (stride, dilation) -> 1x1 (x4)."""
+    shortcut = x
+    if conv_shortcut:
+        shortcut = _v1c_conv(x, 4 * filters, 1, stride, 1, name + "_downsample_0")
+        shortcut = _v1c_bn(name + "_downsample_1")(shortcut)
+    x = _v1c_conv(x, filters, 1, 1, 1, name + "_conv1")
+    x = _v1c_bn(name + "_bn1")(x)
+    x = keras.layers.Activation("relu", name=name + "_relu1")(x)
+    x = _v1c_conv(x, filters, 3, stride, rate, name + "_conv2")
+    x = _v1c_bn(name + "_bn2")(x)
+    x = keras.layers.Activation("relu", name=name + "_relu2")(x)
+    x = _v1c_conv(x, 4 * filters, 1, 1, 1, name + "_conv3")
+    x = _v1c_bn(name + "_bn3")(x)
+    x = keras.layers.Add(name=name + "_add")([x, shortcut])
+    return keras.layers.Activation("relu", name=name + "_out")(x)
+
+
+def _v1c_basic_block(x, filters, stride, rate, conv_shortcut, name):
+    """mmseg ``BasicBlock``: 3x3 (stride, dilation) -> 3x3 (never dilated, as in mmseg)."""
+    shortcut = x
+    if conv_shortcut:
+        shortcut = _v1c_conv(x, filters, 1, stride, 1, name + "_downsample_0")
+        shortcut = _v1c_bn(name + "_downsample_1")(shortcut)
+    x = _v1c_conv(x, filters, 3, stride, rate, name + "_conv1")
+    x = _v1c_bn(name + "_bn1")(x)
+    x = keras.layers.Activation("relu", name=name + "_relu1")(x)
+    x = _v1c_conv(x, filters, 3, 1, 1, name + "_conv2")
+    x = _v1c_bn(name + "_bn2")(x)
+    x = keras.layers.Add(name=name + "_add")([x, shortcut])
+    return keras.layers.Activation("relu", name=name + "_out")(x)
+
+
+def v1c_block_rates(block_type, stackwise_blocks, stackwise_strides, output_stride,
+                    multi_grid=None, contract_dilation=True):
+    """Per stage, per block: ``(stride, dilation)`` of the block's strided 3x3 conv
+    (bottleneck ``conv2``, basic block ``conv1``) in ``DilatedResNetV1cBackbone``.
+
+    Every other 3x3 conv of a bottleneck has the same dilation; a basic block's ``conv2`` is
+    never dilated (mmseg). With ``contract_dilation`` the block whose stride was removed keeps
+    the rate from before (half the stage rate), except in the last stage when ``multi_grid``
+    is given (then ``rate * multi_grid[0]``, like mmseg/DANet, which do not contract there).
+    """
+    plan = dilation_plan(1, block_type, stackwise_blocks, stackwise_strides, output_stride,
+                         multi_grid)
+    last = len(plan) - 1
+    rates = []
+    for stage, stage_plan in enumerate(plan):
+        contract = contract_dilation and not (multi_grid and stage == last)
+        rates.append([
+            (stride, before if contract else after) for stride, before, after in stage_plan
+        ])
+    return rates
+
+
+def _build_v1c_graph(inputs, stackwise_filters, stackwise_blocks, stackwise_strides,
+                     include_rescaling, block_type, output_stride, multi_grid, stem_channels,
+                     contract_dilation):
+    if block_type not in ("block", "basic_block"):
+        raise ValueError(
+            f'block_type must be "block" or "basic_block", got {block_type!r}.'
+        )
+    stem_channels = int(stem_channels)
+    if stem_channels < 2 or stem_channels % 2:
+        raise ValueError(
+            f"stem_channels must be an even int >= 2 (the deep stem's first two convs have "
+            f"stem_channels // 2 channels), got {stem_channels!r}."
+        )
+    rates = v1c_block_rates(block_type, stackwise_blocks, stackwise_strides, output_stride,
+                            multi_grid, contract_dilation)
+    block_fn = _v1c_bottleneck if block_type == "block" else _v1c_basic_block
+    expansion = 4 if block_type == "block" else 1
+    x = inputs
+    if include_rescaling:
+        x = keras.layers.Rescaling(1 / 255.0)(x)
+    # Deep stem: mmseg ``stem`` = Sequential(conv, bn, relu, conv, bn, relu, conv, bn, relu).
+    for index, (filters, stride) in enumerate(
+        [(stem_channels // 2, 2), (stem_channels // 2, 1), (stem_channels, 1)]
+    ):
+        x = _v1c_conv(x, filters, 3, stride, 1, f"stem_{3 * index}")
+        x = _v1c_bn(f"stem_{3 * index + 1}")(x)
+        x = keras.layers.Activation("relu", name=f"stem_{3 * index + 2}")(x)
+    # MaxPool2d(3, stride 2, padding 1): zero padding == -inf padding after the ReLU.
+    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
+
+    pyramid_level_inputs = {}
+    channels = stem_channels
+    for stage, stage_rates in enumerate(rates):
+        out_channels = expansion * stackwise_filters[stage]
+        for block, (stride, rate) in enumerate(stage_rates):
+            x = block_fn(
+                x, stackwise_filters[stage], stride, rate,
+                conv_shortcut=stride != 1 or channels != out_channels,
+                name=f"layer{stage + 1}_{block}",
+            )
+            channels = out_channels
+        pyramid_level_inputs[f"P{stage + 2}"] = x._keras_history.operation.name
+    stackwise_dilations = [max(rate for _, rate in stage_rates) for stage_rates in rates]
+    return x, pyramid_level_inputs, stackwise_dilations
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class DilatedResNetV1cBackbone(_DilatedMixin, Backbone):
+    """mmsegmentation ``ResNetV1c`` (deep stem, ``style="pytorch"``) with dilation.
+
+    See the module docstring: same layers, padding and BN epsilon as mmseg's ``ResNetV1c``, so
+    an mmseg checkpoint's ``backbone.*`` weights port exactly with
+    ``keras_segattn.convert.load_reference_weights(backbone, state_dict,
+    strip_prefix="backbone.")``. Layer names are the mmseg module paths with ``_`` for ``.``
+    (``stem_0`` ... ``stem_8``, ``layer{i}_{j}_conv{1,2,3}``, ``layer{i}_{j}_bn{1,2,3}``,
+    ``layer{i}_{j}_downsample_{0,1}``; block outputs ``layer{i}_{j}_out``).
+
+    Args:
+        stackwise_filters, stackwise_blocks, stackwise_strides, include_rescaling, input_shape,
+            input_tensor, block_type: as in ``DilatedResNetBackbone`` (mmseg's
+            ``base_channels * 2**i``, ``arch_settings``, ``strides``).
+        output_stride: 8, 16 or 32. mmseg's ``*-d8`` configs (``strides=(1, 2, 1, 1)``,
+            ``dilations=(1, 1, 2, 4)``) are ``output_stride=8``; ``*-d16`` are 16.
+        multi_grid: optional per-block multipliers of the last stage's rate (cycled).
+        stem_channels: int, width of the deep stem's output (its first convs have half).
+            Default 64 (mmseg).
+        contract_dilation: bool. Default True (mmseg's dilated configs): the first block of a
+            dilated stage uses half the stage's dilation. False: the full rate.
+
+    Example:
+    ```python
+    backbone = DilatedResNetV1cBackbone(
+        stackwise_filters=[8, 16, 32, 64], stackwise_blocks=[1, 1, 2, 2],
+        stackwise_strides=[1, 2, 2, 2], stem_channels=16, output_stride=8,
+    )
+    backbone(np.zeros((1, 33, 47, 3))).shape  # (1, 5, 6, 256)
+    ```
+    """
+
+    def __init__(self, *, stackwise_filters, stackwise_blocks, stackwise_strides,
+                 include_rescaling=False, output_stride=32, multi_grid=None, stem_channels=64,
+                 contract_dilation=True, input_shape=(None, None, 3), input_tensor=None,
+                 block_type="block", **kwargs):
+        inputs = _parse_inputs(input_shape, input_tensor)
+        x, pyramid, dilations = _build_v1c_graph(
+            inputs, stackwise_filters, stackwise_blocks, stackwise_strides, include_rescaling,
+            block_type, output_stride, multi_grid, stem_channels, bool(contract_dilation),
+        )
+        Backbone.__init__(self, inputs=inputs, outputs=x, **kwargs)
+        self._finish_init(
+            pyramid, stackwise_filters, stackwise_blocks, stackwise_strides, include_rescaling,
+            input_tensor, block_type, int(output_stride), _validate_multi_grid(multi_grid),
+            dilations,
+        )
+        self.stem_channels = int(stem_channels)
+        self.contract_dilation = bool(contract_dilation)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"stem_channels": self.stem_channels,
+                       "contract_dilation": self.contract_dilation})
+        return config
+
+    def reference_weight_mapping(self):
+        """mmseg ``ResNetV1c`` state-dict keys (``stem.0.weight``, ``stem.1.running_mean``,
+        ``layer1.0.conv1.weight``, ``layer1.0.downsample.1.bias`` ...; no ``backbone.``
+        prefix) -> our variables. The layer names are the keys with ``_`` for ``.``."""
+        mapping = {}
+        for layer in self.layers:
+            key = layer.name.replace("_", ".")
+            if isinstance(layer, keras.layers.Conv2D):
+                mapping.update(convert.conv_mapping(key, layer))
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                mapping.update(convert.batch_norm_mapping(key, layer))
+        return mapping
+
+
+# ---------------------------------------------------------------------------------------------
 # Weights
 # ---------------------------------------------------------------------------------------------
 def _preset_file(handle, filename):
@@ -620,7 +864,8 @@ def get_backbone(backbone="resnet50", output_stride=8, multi_grid=None, weights=
 
     Args:
         backbone: a name from ``BACKBONE_NAMES`` ("resnet18" ... "resnet152", the same with
-            "_v2", "resnet_tiny", "resnet_tiny_v2"), a KerasCV ``Backbone`` instance (returned
+            "_v2" or "_v1c" (mmsegmentation's ResNetV1c, for porting mmseg checkpoints),
+            "resnet_tiny", "resnet_tiny_v2", "resnet_tiny_v1c"), a KerasCV ``Backbone`` instance (returned
             as is after checking ``pyramid_level_inputs``; the other arguments must then be
             left at their defaults except ``output_stride``/``input_shape``, which are ignored),
             or a dict from ``backbone_config`` (deserialized).
@@ -630,11 +875,14 @@ def get_backbone(backbone="resnet50", output_stride=8, multi_grid=None, weights=
         weights: None (random init), "imagenet" (KerasCV presets; resnet50 and resnet50_v2 only;
             needs the network or a kagglehub cache), or a path to a ``.weights.h5`` /
             ``.keras`` file or KerasCV preset directory saved from a backbone of the same depth.
+            ``*_v1c`` backbones have no Keras ImageNet weights: port an mmseg checkpoint with
+            ``keras_segattn.convert.load_reference_weights``.
         input_shape: input shape without batch, default ``(None, None, 3)``.
 
     Returns:
-        ``DilatedResNetBackbone`` (a ``keras_cv.models.ResNetBackbone``) or
-        ``DilatedResNetV2Backbone`` (a ``ResNetV2Backbone``), built with
+        ``DilatedResNetBackbone`` (a ``keras_cv.models.ResNetBackbone``),
+        ``DilatedResNetV2Backbone`` (a ``ResNetV2Backbone``) or ``DilatedResNetV1cBackbone``
+        (a KerasCV ``Backbone``), built with
         ``include_rescaling=False``: feed ImageNet mean/std-normalized images.
 
     Example:
@@ -668,7 +916,20 @@ def get_backbone(backbone="resnet50", output_stride=8, multi_grid=None, weights=
     output_stride = _validate_output_stride(output_stride)
     multi_grid = _validate_multi_grid(multi_grid)
     spec = BACKBONE_SPECS[key]
-    cls = DilatedResNetV2Backbone if spec["version"] == 2 else DilatedResNetBackbone
+    if spec["version"] == V1C and isinstance(weights, str) and weights.lower() == "imagenet":
+        raise ValueError(
+            f"weights='imagenet' is not available for {key!r}: there are no Keras ImageNet "
+            "weights for mmsegmentation's ResNetV1c. Build it with weights=None and port an "
+            "mmsegmentation checkpoint with keras_segattn.convert.load_reference_weights: "
+            "a whole model's (model.reference_weight_mapping() maps its 'backbone.*', "
+            "'decode_head.*' and 'auxiliary_head.*' keys), or a backbone's, e.g. "
+            "load_reference_weights(backbone, 'resnet50_v1c.pth', strip_prefix='backbone.')."
+        )
+    extra = {}
+    if spec["version"] == V1C:
+        cls, extra = DilatedResNetV1cBackbone, {"stem_channels": spec["stem_channels"]}
+    else:
+        cls = DilatedResNetV2Backbone if spec["version"] == 2 else DilatedResNetBackbone
     model = cls(
         stackwise_filters=spec["stackwise_filters"],
         stackwise_blocks=spec["stackwise_blocks"],
@@ -679,6 +940,7 @@ def get_backbone(backbone="resnet50", output_stride=8, multi_grid=None, weights=
         multi_grid=multi_grid,
         input_shape=tuple(input_shape),
         name=f"{key}_os{output_stride}",
+        **extra,
     )
     if weights is None:
         return model

@@ -1,9 +1,16 @@
 """Data-parallel training on each backend (a backend-specific adapter, on purpose).
 
 * TensorFlow: ``tf.distribute.MirroredStrategy`` (all local GPUs) or, when ``TF_CONFIG`` is
-  set, ``tf.distribute.MultiWorkerMirroredStrategy``. Keras 3's ``keras.distribution`` on TF is
-  a DTensor prototype marked "DO NOT USE" (``keras/src/backend/tensorflow/distribution_lib.py``),
-  while ``fit`` under a ``tf.distribute`` strategy scope works (stack-notes §6).
+  set, ``tf.distribute.MultiWorkerMirroredStrategy`` (a subclass that works around two
+  Keras 3 ``fit`` bugs with it, see :func:`_multi_worker_strategy`). Keras 3's
+  ``keras.distribution`` on TF is a DTensor prototype marked "DO NOT USE"
+  (``keras/src/backend/tensorflow/distribution_lib.py``), while ``fit`` under a
+  ``tf.distribute`` strategy scope works (stack-notes §6). ``fit`` splits every global
+  batch into contiguous per-replica shards (rows ``[0, B/2)`` to worker 0, ``[B/2, B)`` to
+  worker 1), computes the mean loss per replica and averages the replicas' gradients, so a
+  step equals the single-device step only when the shards are equal: the global batch must
+  divide by ``num_replicas`` (``train`` checks it; its training pipeline drops the
+  remainder). Each worker feeds the same global batches (Keras shards them by data).
 * JAX: ``keras.distribution.DataParallel`` over ``keras.distribution.list_devices()``; one
   SPMD program over the sharded global batch (BN statistics are global). Multi-host runs call
   ``keras.distribution.initialize()`` first. Every batch must divide by the device count
@@ -101,7 +108,7 @@ def distribution_scope(kind="auto", devices=None):
                     "(cluster spec + task); see tf.distribute.MultiWorkerMirroredStrategy."
                 )
             json.loads(os.environ["TF_CONFIG"])
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            strategy = _multi_worker_strategy()
         else:
             strategy = tf.distribute.MirroredStrategy(devices=devices)
         with strategy.scope():
@@ -113,6 +120,42 @@ def distribution_scope(kind="auto", devices=None):
         yield DistributionInfo(kind, len(devices))
         return
     yield DistributionInfo("none", 1)
+
+
+def _multi_worker_strategy():
+    """``tf.distribute.MultiWorkerMirroredStrategy`` whose ``reduce`` accepts what Keras 3 gives it.
+
+    Keras 3's TF trainer breaks ``fit`` under this strategy (keras-team/keras#20585,
+    tensorflow/tensorflow#72388; still in Keras 3.15 / TF 2.21) in two places:
+
+    * ``_maybe_symbolic_build`` calls ``strategy.reduce("MEAN", (x, y), axis=None)`` on the
+      whole *structure* of the first batch, only to read its shapes and dtypes;
+      ``CollectiveAllReduceStrategy`` only reduces single values ("Attempt to convert a
+      value (PerReplica...) to a Tensor"), and all-reducing the batch would fail anyway when
+      the shards differ in size.
+    * ``reduce_per_replica`` reduces the scalar step logs (loss) with ``axis=0``
+      ("Invalid reduction dimension 0 for input with 0 dimensions").
+
+    Here a structure (which TF's ``reduce`` does not accept) gives this worker's first
+    replica's values without any communication, and a scalar is reduced with ``axis=None``
+    (the mean over replicas, what ``MirroredStrategy``'s path computes); anything else goes
+    to TF unchanged. Collectives stay in lockstep: every worker takes the same branches.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            if not isinstance(value, tf.distribute.DistributedValues) and tf.nest.is_nested(value):
+                return tf.nest.map_structure(
+                    lambda v: v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v,
+                    value)
+            if axis is not None:
+                local = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
+                if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                    axis = None
+            return super().reduce(reduce_op, value, axis)
+
+    return MultiWorkerMirroredStrategy()
 
 
 def reset_distribution():

@@ -9,8 +9,10 @@ from keras_cv.models import ResNetBackbone, ResNetV2Backbone
 
 from keras_segattn import backbones
 from keras_segattn.backbones import resnet
+from keras_segattn import convert
 from keras_segattn.backbones import (
     DilatedResNetBackbone,
+    DilatedResNetV1cBackbone,
     DilatedResNetV2Backbone,
     WeightsNotAvailableError,
     backbone_config,
@@ -283,6 +285,188 @@ class TestErrors(TestCase):
             DilatedResNetV2Backbone(**TINY, stackwise_blocks=[1, 1, 1, 1])
 
 
+# ---------------------------------------------------------------------------------------------
+# mmsegmentation ResNetV1c
+# ---------------------------------------------------------------------------------------------
+# Tiny V1c configs (bottleneck = the registered "resnet_tiny_v1c"). The stem (16) differs from
+# the first stage's width, so stage 1 has a downsample shortcut for both block types.
+TINY_V1C = dict(stackwise_filters=[8, 16, 32, 64], stackwise_blocks=[1, 1, 2, 2],
+                stackwise_strides=[1, 2, 2, 2], stem_channels=16)
+# One odd and one even side: PyTorch's symmetric padding and TF's "same" differ on even sizes
+# only (30 -> 15 -> 8 -> 4 and 47 -> 24 -> 12 -> 6 hit both parities at each stride).
+V1C_H, V1C_W = 30, 47
+
+
+def _torch_reference():
+    pytest.importorskip("torch")
+    import torch_mmseg_reference
+
+    return torch_mmseg_reference
+
+
+def _v1c(block_type="block", output_stride=8, **kwargs):
+    return DilatedResNetV1cBackbone(**TINY_V1C, block_type=block_type,
+                                    output_stride=output_stride, **kwargs)
+
+
+def _torch_v1c(ref, block_type="block", output_stride=8, **kwargs):
+    return ref.ResNetV1c(block=block_type, stage_blocks=TINY_V1C["stackwise_blocks"],
+                         base_channels=8, stem_channels=16, **ref.d8_config(output_stride),
+                         **kwargs)
+
+
+def _conv_geometry(model):
+    """{mmseg module path: (stride, dilation)} of every Conv2D (layer name with "." for "_")."""
+    return {
+        layer.name.replace("_", "."): (layer.strides[0], layer.dilation_rate[0])
+        for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+    }
+
+
+def _torch_conv_geometry(module):
+    import torch
+
+    return {
+        name: (m.stride[0], m.dilation[0])
+        for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)
+    }
+
+
+class TestResNetV1c(TestCase):
+    @pytest.mark.parametrize("block_type", ["block", "basic_block"])
+    @pytest.mark.parametrize("output_stride", [8, 16])
+    def test_matches_mmseg_reference(self, block_type, output_stride):
+        # Independent torch ResNetV1c with mmseg's module structure, random weights and BN
+        # statistics, eval mode; ported by state-dict key; all four stages compared.
+        ref = _torch_reference()
+        reference = ref.randomize(_torch_v1c(ref, block_type, output_stride), seed=1)
+        model = _v1c(block_type, output_stride)
+        assert _conv_geometry(model) == _torch_conv_geometry(reference)
+        state = ref.state_dict_numpy(reference)
+        assert sorted(model.reference_weight_mapping()) == sorted(state)
+        convert.load_reference_weights(model, state)
+        x = np.random.RandomState(0).normal(size=(1, V1C_H, V1C_W, 3)).astype("float32")
+        expected = ref.run_nchw(reference, x)
+        features = keras.Model(model.input, stage_outputs(model))(x)
+        for i, want in enumerate(expected):
+            got = features[f"stage{i + 1}"]
+            assert tuple(got.shape) == want.shape, (i, got.shape, want.shape)
+            self.assertAllClose(got, want, atol=1e-4, rtol=1e-4, msg=f"stage{i + 1}")
+
+    def test_dilation_rates(self):
+        rates = _rates(get_backbone("resnet_tiny_v1c", output_stride=8))
+        assert rates["stem_0"] == (2, 1) and rates["stem_3"] == (1, 1)
+        assert rates["layer2_0_conv1"] == (1, 1)  # style="pytorch": stride on the 3x3 conv
+        assert rates["layer2_0_conv2"] == (2, 1)
+        assert rates["layer2_0_downsample_0"] == (2, 1)
+        # contract_dilation: the first block of a dilated stage uses half the rate.
+        assert rates["layer3_0_conv2"] == (1, 1) and rates["layer3_1_conv2"] == (1, 2)
+        assert rates["layer4_0_conv2"] == (1, 2) and rates["layer4_1_conv2"] == (1, 4)
+        assert rates["layer4_0_downsample_0"] == (1, 1)
+        assert all(rates[n][1] == 1 for n in rates if n.endswith(("conv1", "conv3")))
+        rates = _rates(get_backbone("resnet_tiny_v1c", output_stride=16))
+        assert rates["layer3_0_conv2"] == (2, 1) and rates["layer3_1_conv2"] == (1, 1)
+        assert rates["layer4_0_conv2"] == (1, 1) and rates["layer4_1_conv2"] == (1, 2)
+        rates = _rates(get_backbone("resnet_tiny_v1c", output_stride=32))
+        assert all(d == 1 for _, d in rates.values())
+        # Without contraction (mmseg contract_dilation=False): the full rate everywhere.
+        model = _v1c(contract_dilation=False)
+        rates = _rates(model)
+        assert rates["layer3_0_conv2"] == (1, 2) and rates["layer4_0_conv2"] == (1, 4)
+        assert model.stackwise_dilations == [1, 1, 2, 4]
+        # Multi-grid multiplies the last stage's rate; that stage is not contracted.
+        rates = _rates(get_backbone("resnet_tiny_v1c", output_stride=8, multi_grid=(1, 2)))
+        assert rates["layer4_0_conv2"] == (1, 4) and rates["layer4_1_conv2"] == (1, 8)
+        assert rates["layer3_0_conv2"] == (1, 1)
+        # Basic blocks: conv1 carries stride and dilation, conv2 is never dilated (mmseg).
+        rates = _rates(_v1c("basic_block"))
+        assert rates["layer3_0_conv1"] == (1, 1) and rates["layer3_1_conv1"] == (1, 2)
+        assert rates["layer4_0_conv1"] == (1, 2) and rates["layer4_1_conv1"] == (1, 4)
+        assert all(rates[n] == (1, 1) for n in rates if n.endswith("conv2"))
+
+    def test_dilation_matches_mmseg_contract_dilation(self):
+        # Our plan vs the torch reference's ResLayer (mmseg's contract_dilation) for the real
+        # depths, without building Keras models.
+        ref = _torch_reference()
+        import torch
+
+        for depth, (block_type, blocks) in resnet._DEPTHS.items():
+            for output_stride in (8, 16):
+                with torch.device("meta"):  # structure only: no memory, no init
+                    reference = ref.ResNetV1c(block_type, blocks, **ref.d8_config(output_stride))
+                geometry = _torch_conv_geometry(reference)
+                conv = "conv2" if block_type == "block" else "conv1"
+                rates = resnet.v1c_block_rates(block_type, blocks, [1, 2, 2, 2], output_stride)
+                for stage, stage_rates in enumerate(rates):
+                    for block, step in enumerate(stage_rates):
+                        key = f"layer{stage + 1}.{block}.{conv}"
+                        assert geometry[key] == step, (depth, output_stride, key)
+
+    def test_resnet50_v1c_parameters_equal_mmseg(self):
+        # Exact counts of the torch ResNetV1c-50 (= mmseg's: same modules); same keys/shapes.
+        ref = _torch_reference()
+        import torch
+
+        with torch.device("meta"):  # structure only: no memory, no init
+            reference = ref.ResNetV1c("block", (3, 4, 6, 3), **ref.d8_config(8))
+        trainable = sum(p.numel() for p in reference.parameters())
+        buffers = sum(b.numel() for n, b in reference.named_buffers()
+                      if not n.endswith("num_batches_tracked"))
+        model = get_backbone("resnet50_v1c", output_stride=8)
+        assert trainable == 23_527_264
+        assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == trainable
+        assert model.count_params() == trainable + buffers == 23_580_512
+        assert _conv_geometry(model) == _torch_conv_geometry(reference)
+        state = reference.state_dict()
+        mapping = model.reference_weight_mapping()
+        assert sorted(mapping) == sorted(k for k in state if "num_batches" not in k)
+        for key, (variable, layout) in mapping.items():
+            shape = tuple(state[key].shape)
+            if layout == "conv":
+                shape = shape[2:] + shape[1::-1]
+            assert tuple(variable.shape) == shape, key
+        assert stage_channels(model) == {"stage1": 256, "stage2": 512, "stage3": 1024,
+                                         "stage4": 2048}
+
+    @pytest.mark.parametrize("output_stride", [8, 16, 32])
+    def test_stage_shapes(self, output_stride):
+        backbone = get_backbone("resnet_tiny_v1c", output_stride=output_stride)
+        assert isinstance(backbone, DilatedResNetV1cBackbone)
+        features = keras.Model(backbone.input, stage_outputs(backbone)).compute_output_spec(
+            keras.KerasTensor((1, H, W, 3)))
+        strides = [4, 8, min(16, output_stride), min(32, output_stride)]
+        for i, (stride, ch) in enumerate(zip(strides, [32, 64, 128, 256])):
+            shape = tuple(features[f"stage{i + 1}"].shape)
+            assert shape == (1, math.ceil(H / stride), math.ceil(W / stride), ch), (i, shape)
+
+    def test_serialization_and_weights_file(self, tmp_path):
+        model = _v1c(output_stride=16, multi_grid=(1, 2), contract_dilation=False)
+        config = backbone_config(model)
+        json.dumps(config)
+        revived = get_backbone(config)
+        assert type(revived) is DilatedResNetV1cBackbone
+        assert revived.get_config() == model.get_config()
+        assert revived.get_config()["stem_channels"] == 16
+        assert revived.contract_dilation is False
+        assert _rates(revived) == _rates(model)
+        path = str(tmp_path / "v1c.weights.h5")
+        tiny = get_backbone("resnet_tiny_v1c")
+        tiny.save_weights(path)
+        loaded = get_backbone("resnet_tiny_v1c", output_stride=8, weights=path)
+        for a, b in zip(loaded.get_weights(), tiny.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match="load_reference_weights"):
+            get_backbone("resnet50_v1c", weights="imagenet")  # raises before building
+        with pytest.raises(ValueError, match="strided conv cannot also be dilated"):
+            get_backbone("resnet_tiny_v1c", output_stride=32, multi_grid=(2, 1))
+        with pytest.raises(ValueError, match="stem_channels"):
+            DilatedResNetV1cBackbone(**{**TINY_V1C, "stem_channels": 7})
+        with pytest.raises(ValueError, match="block_type"):
+            _v1c("bottleneck")
+
+
 @pytest.mark.large
 class TestFullSize(TestCase):
     @pytest.mark.parametrize(
@@ -310,5 +494,7 @@ class TestFullSize(TestCase):
 def test_public_names():
     assert set(backbones.BACKBONE_NAMES) >= {
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet18_v2",
-        "resnet50_v2", "resnet101_v2", "resnet152_v2", "resnet_tiny", "resnet_tiny_v2"}
+        "resnet50_v2", "resnet101_v2", "resnet152_v2", "resnet_tiny", "resnet_tiny_v2",
+        "resnet18_v1c", "resnet34_v1c", "resnet50_v1c", "resnet101_v1c", "resnet152_v1c",
+        "resnet_tiny_v1c"}
     assert os.path.basename(resnet.__file__) == "resnet.py"

@@ -179,3 +179,48 @@ def test_predict_cli(tmp_path, capsys):
     assert "broken.png" in err
     assert len(list((tmp_path / "out").glob("*_classes.png"))) == 4
     assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 4
+
+
+def _jax_host_devices():
+    if keras.backend.backend() != "jax":
+        return 0
+    return len(keras.distribution.list_devices())
+
+
+@pytest.mark.skipif(_jax_host_devices() < 2, reason="needs JAX with 2 devices (tests/run_backends.py "
+                    "sets XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+def test_slide_and_multiscale_under_data_parallel_with_odd_batch(monkeypatch):
+    """Under JAX DataParallel on 2 devices a batch of 3 is padded to 4, sharded over the
+    devices (predict_on_batch sees a 'batch'-sharded input) and trimmed back; the slide and
+    multi-scale + flip results equal the single-device ones."""
+    images = np.random.default_rng(0).uniform(0, 255, (3, 29, 43, 3)).astype("float32")
+    single = hand_model()
+    modes = [dict(mode="slide", crop_size=16, stride=12),
+             dict(mode="multiscale", scales=(0.75, 1.0), flip=True),
+             dict(mode="multiscale", scales=(0.5, 1.0), crop_size=16, stride=12)]
+    expected = [predict_logits(single, images, **kw) for kw in modes]
+    devices = keras.distribution.list_devices()[:2]
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    try:
+        model = hand_model()  # built under the distribution: replicated variables
+        model.set_weights(single.get_weights())
+        calls = []
+        original = model.predict_on_batch
+
+        def spy(x):
+            calls.append((tuple(x.shape), getattr(x, "sharding", None)))
+            return original(x)
+
+        monkeypatch.setattr(model, "predict_on_batch", spy)
+        for kw, want in zip(modes, expected):
+            got = predict_logits(model, images, **kw)
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=str(kw))
+        assert calls and all(shape[0] == 4 for shape, _ in calls)
+        assert all(sharding.spec[0] == "batch" and len(sharding.device_set) == 2
+                   for _, sharding in calls)
+        # A model built before the distribution (variables on one device) still works.
+        np.testing.assert_allclose(predict_logits(single, images, **modes[0]), expected[0],
+                                   atol=1e-5)
+    finally:
+        keras.distribution.set_distribution(None)

@@ -1,14 +1,20 @@
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import keras
+import numpy as np
 import pytest
 
+from distributed_common import global_batch, max_abs_diff, single_device_model
 from keras_segattn.training import distribution_scope, resolve_distribution
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_step_script.py")
+HERE = os.path.dirname(__file__)
+SCRIPT = os.path.join(HERE, "distributed_step_script.py")
+MULTI_WORKER_SCRIPT = os.path.join(HERE, "multi_worker_script.py")
 BACKEND = keras.backend.backend()
 
 
@@ -48,3 +54,109 @@ def test_multi_worker_needs_tf_config(monkeypatch):
     with pytest.raises(ValueError, match="TF_CONFIG"):
         with distribution_scope("multi_worker"):
             pass
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_workers(out_dir, timeout=180):
+    """Start the 2 workers of multi_worker_script.py; return their JSON reports and weights.
+
+    Both are killed when both have reported, when one exits early, or at ``timeout``:
+    a hang (e.g. a worker waiting for a collective) cannot block the suite.
+    """
+    ports = free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs, outs, logs = [], [], []
+    try:
+        for index in range(2):
+            env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="",
+                       TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(
+                           filter(None, [HERE, os.environ.get("PYTHONPATH")])),
+                       TF_CONFIG=json.dumps({"cluster": cluster,
+                                             "task": {"type": "worker", "index": index}}))
+            out = os.path.join(out_dir, f"worker{index}")
+            log = open(out + ".log", "w")
+            outs.append(out)
+            logs.append(log)
+            procs.append(subprocess.Popen([sys.executable, MULTI_WORKER_SCRIPT, out], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.time() + timeout
+        while not all(os.path.exists(o + ".json") for o in outs):
+            failed = [i for i, p in enumerate(procs) if p.poll() is not None
+                      and not os.path.exists(outs[i] + ".json")]
+            if failed or time.time() > deadline:
+                for log in logs:
+                    log.flush()
+                tails = {i: open(outs[i] + ".log").read()[-3000:] for i in range(2)}
+                reason = f"worker(s) {failed} exited" if failed else f"timeout after {timeout} s"
+                pytest.fail(f"multi-worker run failed: {reason}; logs: {tails}")
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for log in logs:
+            log.close()
+    reports = []
+    for out in outs:
+        with open(out + ".json") as f:
+            report = json.load(f)
+        arrays = np.load(out + ".npz")
+        weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        n = report["num_weights"]
+        report["initial"], report["after_steps"], report["after_odd"] = (
+            weights[:n], weights[n:2 * n], weights[2 * n:])
+        reports.append(report)
+    return reports
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="MultiWorkerMirroredStrategy is TF only")
+def test_multi_worker_steps_match_single_device(tmp_path):
+    """2 workers on localhost (CPU) through distribution_scope: same weights on both, equal
+    to the single-device steps; a global batch not divisible by the workers is split
+    3/2 and each shard counts equally (what ``train`` refuses, see distribution.py)."""
+    worker0, worker1 = run_workers(str(tmp_path))
+    for report in (worker0, worker1):
+        assert report["kind"] == "multi_worker" and report["replicas"] == 2
+    assert max_abs_diff(worker0["initial"], worker1["initial"]) == 0.0
+    # Each worker trained on its contiguous half of every global batch of 4.
+    images, labels = global_batch(8)
+    firsts = images[:, 0, 0, 0]
+    np.testing.assert_allclose(worker0["seen_steps"], [firsts[0:2].sum(), firsts[4:6].sum()],
+                               rtol=1e-5)
+    np.testing.assert_allclose(worker1["seen_steps"], [firsts[2:4].sum(), firsts[6:8].sum()],
+                               rtol=1e-5)
+    # Two all-reduced SGD + momentum steps: identical workers, equal to the single-device steps.
+    assert max_abs_diff(worker0["after_steps"], worker1["after_steps"]) < 1e-7
+    reference = single_device_model(worker0["initial"])
+    reference.fit(images, labels, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert max_abs_diff(worker0["initial"], reference.get_weights()) > 1e-3  # they did move
+    assert max_abs_diff(worker0["after_steps"], reference.get_weights()) < 1e-5
+
+    # Global batch 5: shards of 3 and 2 images; the workers still agree, but the step is the
+    # mean of the two shard losses (each image of the 3-shard weighs 5/6, of the 2-shard
+    # 5/4), not the single-device step over the 5 images.
+    odd_images, odd_labels = global_batch(5, seed=1)
+    odd_firsts = odd_images[:, 0, 0, 0]
+    np.testing.assert_allclose(worker0["seen_odd"], [odd_firsts[:3].sum()], rtol=1e-5)
+    np.testing.assert_allclose(worker1["seen_odd"], [odd_firsts[3:].sum()], rtol=1e-5)
+    assert max_abs_diff(worker0["after_odd"], worker1["after_odd"]) < 1e-7
+    plain = single_device_model(worker0["initial"])
+    plain.fit(images, labels, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    plain.fit(odd_images, odd_labels, batch_size=5, epochs=1, shuffle=False, verbose=0)
+    assert max_abs_diff(worker0["after_odd"], plain.get_weights()) > 1e-3
+    shard_weights = np.broadcast_to(np.array([5 / 6] * 3 + [5 / 4] * 2, "float32")[:, None, None],
+                                    odd_labels.shape)
+    reference.fit(odd_images, odd_labels, sample_weight=np.ascontiguousarray(shard_weights),
+                  batch_size=5, epochs=1, shuffle=False, verbose=0)
+    assert max_abs_diff(worker0["after_odd"], reference.get_weights()) < 1e-5
