@@ -865,10 +865,11 @@ def get_backbone(backbone="resnet50", output_stride=8, multi_grid=None, weights=
     Args:
         backbone: a name from ``BACKBONE_NAMES`` ("resnet18" ... "resnet152", the same with
             "_v2" or "_v1c" (mmsegmentation's ResNetV1c, for porting mmseg checkpoints),
-            "resnet_tiny", "resnet_tiny_v2", "resnet_tiny_v1c"), a KerasCV ``Backbone`` instance (returned
-            as is after checking ``pyramid_level_inputs``; the other arguments must then be
-            left at their defaults except ``output_stride``/``input_shape``, which are ignored),
-            or a dict from ``backbone_config`` (deserialized).
+            "resnet_tiny", "resnet_tiny_v2", "resnet_tiny_v1c"), a KerasCV ``Backbone``
+            instance (returned as is after checking ``pyramid_level_inputs``; the other
+            arguments must then be left at their defaults except ``output_stride``/
+            ``input_shape``, which are ignored), or a dict from ``backbone_config``
+            (deserialized).
         output_stride: 8, 16 or 32. OS8: V1 stages 3/4 dilated 2/4 without stride; OS16: stage 4
             dilated 2 (V2: see module docstring).
         multi_grid: optional per-block multipliers of the last stage's dilation, e.g. (1, 2, 4).
