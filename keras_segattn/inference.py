@@ -120,7 +120,8 @@ def predict_on_batch(model, images):
     distribution's data layout, and the padding rows are dropped from every output.
     Without a distribution (and on TF / torch), or for a model built before the
     distribution was set (its variables sit on one device), this is
-    ``model.predict_on_batch``.
+    ``model.predict_on_batch``. (Under a TF ``MirroredStrategy``, Keras runs the whole
+    batch on every replica and concatenates the copies; the trimming keeps the first.)
 
     Returns the model's outputs (a NumPy array, or a list / dict of them), ``len(images)``
     rows each.

@@ -131,3 +131,51 @@ class TestEvaluate:
             evaluation.evaluate(tiny_model(), [], 3, mode="bogus")
         with pytest.raises(ValueError, match="empty"):
             evaluation.evaluate(tiny_model(), [], 3)
+
+
+def _jax_host_devices():
+    if keras.backend.backend() != "jax":
+        return 0
+    return len(keras.distribution.list_devices())
+
+
+@pytest.mark.skipif(_jax_host_devices() < 2,
+                    reason="needs JAX with 2 devices (tests/run_backends.py sets "
+                    "XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+def test_evaluate_under_data_parallel_with_odd_batches():
+    """Under JAX DataParallel on 2 devices, batches of 3 and 1 images (padded to 4 and 2,
+    sharded, trimmed): whole, slide and multi-scale + flip metrics equal the single-device
+    ones (the logits of slide and multi-scale with real rescaling:
+    tests/deploy/test_inference.py)."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(4, 12, 14, 3)).astype("float32")
+    labels = rng.integers(0, 3, size=(4, 12, 14)).astype("int32")
+    batches = [(images[:3], labels[:3]), (images[3:], labels[3:])]
+
+    def conv_model():
+        keras.utils.set_random_seed(2)
+        inputs = keras.Input((None, None, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+        return keras.Model(inputs, keras.layers.Conv2D(3, 1)(x))
+
+    modes = [dict(mode="whole"), dict(mode="slide", crop_size=(8, 8), stride=(6, 6)),
+             dict(mode="multiscale", scales=(1.0,), flip=True)]  # rescaling: test_inference.py
+    single = conv_model()
+
+    def run(model):
+        return [evaluation.evaluate(model, batches, 3, **kw) for kw in modes]
+
+    expected = run(single)
+    devices = keras.distribution.list_devices()[:2]
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    try:
+        model = conv_model()  # built under the distribution: replicated variables
+        model.set_weights(single.get_weights())
+        got = run(model)
+    finally:
+        keras.distribution.set_distribution(None)
+    for kw, want, result in zip(modes, expected, got):
+        np.testing.assert_array_equal(result["confusion_matrix"], want["confusion_matrix"],
+                                      err_msg=str(kw))
+        assert result["num_images"] == 4
+        np.testing.assert_allclose(result["mIoU"], want["mIoU"], rtol=1e-12)

@@ -5,17 +5,24 @@
   Keras 3 ``fit`` bugs with it, see :func:`_multi_worker_strategy`). Keras 3's
   ``keras.distribution`` on TF is a DTensor prototype marked "DO NOT USE"
   (``keras/src/backend/tensorflow/distribution_lib.py``), while ``fit`` under a
-  ``tf.distribute`` strategy scope works (stack-notes §6). ``fit`` splits every global
-  batch into contiguous per-replica shards (rows ``[0, B/2)`` to worker 0, ``[B/2, B)`` to
-  worker 1), computes the mean loss per replica and averages the replicas' gradients, so a
-  step equals the single-device step only when the shards are equal: the global batch must
-  divide by ``num_replicas`` (``train`` checks it; its training pipeline drops the
-  remainder). Each worker feeds the same global batches (Keras shards them by data).
+  ``tf.distribute`` strategy scope works (stack-notes §6). Every worker passes the same
+  *global* batches to ``fit``; the strategy splits each into contiguous per-replica shards
+  (measured with 2 workers: rows ``[0, ceil(B/2))`` to worker 0, the rest to worker 1),
+  each replica takes the mean loss over its shard and the gradients are averaged over the
+  replicas. A step therefore equals the single-device step only when the shards are equal:
+  the global batch must divide by ``num_replicas`` (``train`` checks it and its training
+  pipeline drops the remainder; with a remainder ``fit`` still runs, but weights each
+  shard, not each image, equally). The strategy must exist before TensorFlow runs any op
+  (:func:`multi_worker_strategy`; ``train`` creates it before its datasets) and tf.data
+  inputs are sharded by data (:func:`prepare_dataset`). Tested with 2 CPU workers on
+  localhost in ``tests/training/test_distribution.py``.
 * JAX: ``keras.distribution.DataParallel`` over ``keras.distribution.list_devices()``; one
   SPMD program over the sharded global batch (BN statistics are global). Multi-host runs call
   ``keras.distribution.initialize()`` first. Every batch must divide by the device count
   (``IndivisibleError``, keras-team/keras#21167): training pipelines use
-  ``drop_remainder=True`` and :func:`keras_segattn.evaluation.evaluate` pads eval batches.
+  ``drop_remainder=True``; inference (:func:`keras_segattn.inference.predict_on_batch`,
+  used by ``evaluate`` and ``predict_logits`` in every mode) shards each batch over the
+  devices, padding it to a multiple of the device count and dropping the padding after.
 * PyTorch: single device. Keras has no ``keras.distribution`` backend for torch; multi-GPU
   torch needs DDP with a custom loop (keras-io ``guides/distributed_training_with_torch.py``).
 
@@ -108,7 +115,7 @@ def distribution_scope(kind="auto", devices=None):
                     "(cluster spec + task); see tf.distribute.MultiWorkerMirroredStrategy."
                 )
             json.loads(os.environ["TF_CONFIG"])
-            strategy = _multi_worker_strategy()
+            strategy = multi_worker_strategy()
         else:
             strategy = tf.distribute.MirroredStrategy(devices=devices)
         with strategy.scope():
@@ -120,6 +127,53 @@ def distribution_scope(kind="auto", devices=None):
         yield DistributionInfo(kind, len(devices))
         return
     yield DistributionInfo("none", 1)
+
+
+def prepare_dataset(dataset, kind):
+    """A training dataset as distribution ``kind`` needs it.
+
+    ``multi_worker``: a ``tf.data.Dataset`` gets the DATA auto-shard policy, so every worker
+    reads the same global batches and keeps its shard of each (what Keras does for NumPy
+    inputs, and what the 2-worker test checks). tf.data's default (AUTO) shards by input
+    file first and fails when a dataset has fewer files than workers (the built-in
+    ``synthetic`` dataset has one). Anything else is returned unchanged.
+    """
+    if kind != "multi_worker":
+        return dataset
+    import tensorflow as tf
+
+    if not isinstance(dataset, tf.data.Dataset):
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+_MULTI_WORKER_STRATEGY = None
+
+
+def multi_worker_strategy():
+    """This process's ``MultiWorkerMirroredStrategy`` (from ``TF_CONFIG``), created once.
+
+    TensorFlow configures the collective ops when the strategy is created, and only before
+    its runtime has started ("Collective ops must be configured at program startup"): call
+    this before any other TensorFlow work (building ``tf.data`` pipelines included);
+    :func:`distribution_scope` and :func:`keras_segattn.training.train` then reuse it.
+    """
+    global _MULTI_WORKER_STRATEGY
+    if _MULTI_WORKER_STRATEGY is None:
+        try:
+            _MULTI_WORKER_STRATEGY = _multi_worker_strategy()
+        except RuntimeError as error:
+            if "program startup" not in str(error):
+                raise
+            raise RuntimeError(
+                "distribution 'multi_worker': TensorFlow was already running when the "
+                "MultiWorkerMirroredStrategy was created (collective ops must be configured "
+                "at program startup). Call keras_segattn.training.distribution."
+                "multi_worker_strategy() first, before building tf.data pipelines or "
+                "running any other TensorFlow op.") from error
+    return _MULTI_WORKER_STRATEGY
 
 
 def _multi_worker_strategy():
@@ -143,15 +197,16 @@ def _multi_worker_strategy():
     """
     import tensorflow as tf
 
+    def local(value):  # this worker's first replica's value
+        return value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
+
     class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         def reduce(self, reduce_op, value, axis):
             if not isinstance(value, tf.distribute.DistributedValues) and tf.nest.is_nested(value):
-                return tf.nest.map_structure(
-                    lambda v: v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v,
-                    value)
+                return tf.nest.map_structure(local, value)
             if axis is not None:
-                local = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
-                if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                shape = getattr(local(value), "shape", None)
+                if shape is not None and tf.TensorShape(shape).rank == 0:
                     axis = None
             return super().reduce(reduce_op, value, axis)
 

@@ -309,6 +309,8 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None):
     elif num_classes is None:
         raise ValueError("config.num_classes is required with a custom train_dataset.")
     os.makedirs(config.output_dir, exist_ok=True)
+    if distribution_lib.resolve_distribution(config.distribution) == "multi_worker":
+        distribution_lib.multi_worker_strategy()  # before any TF op (builds the datasets)
 
     keras.utils.set_random_seed(config.seed)
     start = time.time()
@@ -324,6 +326,7 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None):
                     f"batch_size {config.batch_size} (global) must be divisible by the "
                     f"{dist.num_replicas} replicas of distribution {dist.kind!r}.")
             model = build_model(config, num_classes)
+        train_dataset = distribution_lib.prepare_dataset(train_dataset, dist.kind)
         record = config.to_dict()
         record["_run"] = {"backend": keras.backend.backend(), "keras": keras.__version__,
                           "distribution": dist.kind, "num_replicas": dist.num_replicas,

@@ -181,28 +181,37 @@ def test_predict_cli(tmp_path, capsys):
     assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 4
 
 
+def conv_model(num_classes=3):
+    """3x3 conv + classifier (dict output): windows see their neighbourhood, and it is cheap
+    in JAX eager mode (the single-device reference path)."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    return keras.Model(inp, {"logits": keras.layers.Conv2D(num_classes, 1)(x)})
+
+
 def _jax_host_devices():
     if keras.backend.backend() != "jax":
         return 0
     return len(keras.distribution.list_devices())
 
 
-@pytest.mark.skipif(_jax_host_devices() < 2, reason="needs JAX with 2 devices (tests/run_backends.py "
-                    "sets XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+@pytest.mark.skipif(_jax_host_devices() < 2,
+                    reason="needs JAX with 2 devices (tests/run_backends.py sets "
+                    "XLA_FLAGS=--xla_force_host_platform_device_count=2)")
 def test_slide_and_multiscale_under_data_parallel_with_odd_batch(monkeypatch):
     """Under JAX DataParallel on 2 devices a batch of 3 is padded to 4, sharded over the
     devices (predict_on_batch sees a 'batch'-sharded input) and trimmed back; the slide and
     multi-scale + flip results equal the single-device ones."""
     images = np.random.default_rng(0).uniform(0, 255, (3, 29, 43, 3)).astype("float32")
-    single = hand_model()
+    single = conv_model()
     modes = [dict(mode="slide", crop_size=16, stride=12),
-             dict(mode="multiscale", scales=(0.75, 1.0), flip=True),
-             dict(mode="multiscale", scales=(0.5, 1.0), crop_size=16, stride=12)]
+             dict(mode="multiscale", scales=(0.5, 1.0), flip=True)]
     expected = [predict_logits(single, images, **kw) for kw in modes]
     devices = keras.distribution.list_devices()[:2]
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
     try:
-        model = hand_model()  # built under the distribution: replicated variables
+        model = conv_model()  # built under the distribution: replicated variables
         model.set_weights(single.get_weights())
         calls = []
         original = model.predict_on_batch

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import socket
@@ -34,6 +35,9 @@ def test_one_data_parallel_step_matches_single_device():
     assert result["kind"] == kind and result["replicas"] == 2
     assert result["moved"] > 1e-3  # the step did change the weights
     assert result["diff"] < 1e-5, result
+    if kind == "mirrored":  # inference of a batch of 3 with a model built under the strategy
+        assert result["inference_rows"] == 3
+        assert result["inference_diff"] < 1e-5 and result["inference_same_metrics"], result
 
 
 def test_resolve_distribution():
@@ -46,6 +50,63 @@ def test_resolve_distribution():
         resolve_distribution(wrong)
     with distribution_scope("none") as info:
         assert info.num_replicas == 1
+
+
+def test_train_needs_global_batch_divisible_by_replicas(tmp_path, monkeypatch):
+    """distribution.py's contract: the global batch must divide by the replica count (a
+    remainder makes the shards unequal, see the multi-worker test); ``train`` refuses it
+    before building anything."""
+    from keras_segattn.training import TrainConfig, train
+    from keras_segattn.training import distribution as distribution_lib
+
+    @contextlib.contextmanager
+    def two_workers(kind="auto", devices=None):
+        yield distribution_lib.DistributionInfo("multi_worker", 2)
+
+    monkeypatch.setattr(distribution_lib, "distribution_scope", two_workers)
+    config = TrainConfig(batch_size=5, steps=1, eval_every=1, num_classes=4, crop_size=(16, 16),
+                         output_dir=str(tmp_path), tensorboard=False)
+    with pytest.raises(ValueError, match="batch_size 5 .* divisible by the 2 replicas"):
+        train(config, train_dataset=[global_batch(5)])
+
+
+def test_train_creates_multi_worker_strategy_before_the_datasets(tmp_path, monkeypatch):
+    """TF configures collective ops only before its runtime starts, and building the tf.data
+    pipelines starts it: ``train`` must create the strategy first."""
+    from keras_segattn.training import TrainConfig, train, trainer
+    from keras_segattn.training import distribution as distribution_lib
+
+    calls = []
+    monkeypatch.setattr(distribution_lib, "resolve_distribution", lambda kind: "multi_worker")
+    monkeypatch.setattr(distribution_lib, "multi_worker_strategy", lambda: calls.append("strategy"))
+
+    def build_datasets(config, batch_size):
+        calls.append("datasets")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(trainer, "build_datasets", build_datasets)
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(TrainConfig(steps=1, eval_every=1, output_dir=str(tmp_path), tensorboard=False))
+    assert calls == ["strategy", "datasets"]
+
+
+def test_prepare_dataset_shards_multi_worker_input_by_data():
+    """Under multi_worker a tf.data input is sharded by DATA (each worker reads the same
+    global batches); tf.data's AUTO policy would shard by file and fail on one-file
+    datasets such as the built-in synthetic one."""
+    import tensorflow as tf
+
+    from keras_segattn.training.distribution import prepare_dataset
+
+    dataset = tf.data.Dataset.range(4).batch(2)
+    prepared = prepare_dataset(dataset, "multi_worker")
+    assert (prepared.options().experimental_distribute.auto_shard_policy
+            == tf.data.experimental.AutoShardPolicy.DATA)
+    assert list(prepared.as_numpy_iterator())[1].tolist() == [2, 3]
+    for kind in ("none", "mirrored", "data_parallel"):
+        assert prepare_dataset(dataset, kind) is dataset
+    arrays = (np.zeros((2, 4, 4, 3)), np.zeros((2, 4, 4)))
+    assert prepare_dataset(arrays, "multi_worker") is arrays
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TF only")
@@ -79,8 +140,7 @@ def run_workers(out_dir, timeout=180):
     try:
         for index in range(2):
             env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="",
-                       TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(
-                           filter(None, [HERE, os.environ.get("PYTHONPATH")])),
+                       TF_CPP_MIN_LOG_LEVEL="3",
                        TF_CONFIG=json.dumps({"cluster": cluster,
                                              "task": {"type": "worker", "index": index}}))
             out = os.path.join(out_dir, f"worker{index}")
