@@ -36,6 +36,10 @@ def parse_args(argv=None):
     p.add_argument("--backbone", default="resnet_tiny")
     p.add_argument("--output-stride", type=int, default=8)
     p.add_argument("--size", type=int, default=32, help="image size (>= 32)")
+    p.add_argument("--cue-fraction", type=float, default=1 / 8,
+                   help="cue marker side / image size (the dataset's default 1/8)")
+    p.add_argument("--distance-fraction", type=float, default=1 / 4,
+                   help="minimum shape-to-cue distance / image size (default 1/4)")
     p.add_argument("--num-train", type=int, default=512)
     p.add_argument("--num-val", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
@@ -49,13 +53,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def datasets(size, num_train, num_val, batch_size, seed):
+def datasets(size, num_train, num_val, batch_size, seed, **options):
     import tensorflow as tf
 
     from keras_segattn.data.synthetic import synthetic_arrays
 
-    images, labels = synthetic_arrays(num_train, "train", size=size)
-    val_images, val_labels = synthetic_arrays(num_val, "validation", size=size)
+    images, labels = synthetic_arrays(num_train, "train", size=size, **options)
+    val_images, val_labels = synthetic_arrays(num_val, "validation", size=size, **options)
     images = np.concatenate([images, images[:, :, ::-1]])  # horizontal flips
     labels = np.concatenate([labels, labels[:, :, ::-1]])
     train_ds = (tf.data.Dataset.from_tensor_slices((images.astype("float32"),
@@ -94,7 +98,8 @@ def run_one(model_name, args, seed, workdir):
     from keras_segattn.training import TrainConfig, train
 
     train_ds, val_ds, val_images, val_labels = datasets(
-        args.size, args.num_train, args.num_val, args.batch_size, seed)
+        args.size, args.num_train, args.num_val, args.batch_size, seed,
+        cue_fraction=args.cue_fraction, distance_fraction=args.distance_fraction)
     config = TrainConfig(
         model=model_name, backbone=args.backbone, output_stride=args.output_stride,
         num_classes=NUM_CLASSES, crop_size=(args.size, args.size), batch_size=args.batch_size,

@@ -53,7 +53,7 @@ SPLIT_SEEDS = {"train": 0, "validation": 1}
 
 
 def make_synthetic_example(rng, size=IMAGE_SIZE, num_classes=NUM_CLASSES, cue_class=None,
-                           max_shapes=3):
+                           max_shapes=3, cue_fraction=1 / 8, distance_fraction=1 / 4):
     """Generate one synthetic example (pure NumPy, deterministic given ``rng``).
 
     Args:
@@ -64,6 +64,10 @@ def make_synthetic_example(rng, size=IMAGE_SIZE, num_classes=NUM_CLASSES, cue_cl
             colour). ``None`` draws it. The random stream consumed does not depend on
             this argument.
         max_shapes: at most this many shapes (at least one is attempted).
+        cue_fraction: side of the square cue marker as a fraction of ``size`` (default
+            1/8; at least 4 pixels).
+        distance_fraction: minimum distance from every shape pixel to the marker as a
+            fraction of ``size`` (default 1/4).
 
     Returns:
         ``(image, label)``: uint8 ``(size, size, 3)`` RGB image and uint8 ``(size, size)``
@@ -97,11 +101,14 @@ def make_synthetic_example(rng, size=IMAGE_SIZE, num_classes=NUM_CLASSES, cue_cl
     label = np.zeros((size, size), np.uint8)
 
     # Cue marker in a random corner.
-    m = max(4, size // 8)
+    if not 0 < cue_fraction <= 0.5 or not 0 <= distance_fraction < 1:
+        raise ValueError(f"cue_fraction must be in (0, 0.5] and distance_fraction in [0, 1); "
+                         f"got {cue_fraction}, {distance_fraction}.")
+    m = max(4, int(size * cue_fraction))
     corner = int(rng.integers(4))
     y0 = 0 if corner in (0, 1) else size - m
     x0 = 0 if corner in (0, 2) else size - m
-    min_dist = size / 4.0
+    min_dist = size * distance_fraction
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     num_shapes = int(rng.integers(1, max_shapes + 1))
@@ -139,11 +146,15 @@ def make_synthetic_example(rng, size=IMAGE_SIZE, num_classes=NUM_CLASSES, cue_cl
     return image, label
 
 
-def synthetic_arrays(num_examples, split="train", size=IMAGE_SIZE, num_classes=NUM_CLASSES):
+def synthetic_arrays(num_examples, split="train", size=IMAGE_SIZE, num_classes=NUM_CLASSES,
+                     **options):
     """NumPy arrays of the synthetic dataset, without tensorflow-datasets.
 
     Example ``i`` of ``split`` is ``make_synthetic_example(np.random.default_rng(
     [SPLIT_SEEDS[split], i]), size, num_classes)``, exactly what the tfds builder stores.
+
+    ``options`` are passed to ``make_synthetic_example`` (``cue_fraction``,
+    ``distance_fraction``, ``max_shapes``).
 
     Returns:
         ``(images, labels)``: uint8 ``(N, size, size, 3)`` and uint8 ``(N, size, size)``.
@@ -154,5 +165,5 @@ def synthetic_arrays(num_examples, split="train", size=IMAGE_SIZE, num_classes=N
     labels = np.empty((num_examples, size, size), np.uint8)
     for i in range(num_examples):
         rng = np.random.default_rng([SPLIT_SEEDS[split], i])
-        images[i], labels[i] = make_synthetic_example(rng, size, num_classes)
+        images[i], labels[i] = make_synthetic_example(rng, size, num_classes, **options)
     return images, labels
