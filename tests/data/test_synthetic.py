@@ -49,6 +49,30 @@ class TestSyntheticGenerator:
             # The local appearance of the shapes is identical.
             np.testing.assert_array_equal(img1[shape], img2[shape])
 
+    def test_cue_size_and_distance_options(self):
+        """``cue_fraction`` sets the marker side, ``distance_fraction`` the minimum distance
+        (used by benchmarks/learning.py to push the cue beyond a network's reach)."""
+        size, m = 96, 24
+        found = 0
+        for seed in range(6):
+            options = dict(size=size, cue_fraction=0.25, distance_fraction=0.375)
+            img1, lab1 = data.make_synthetic_example(np.random.default_rng(seed), cue_class=1,
+                                                     **options)
+            img2, _ = data.make_synthetic_example(np.random.default_rng(seed), cue_class=2,
+                                                  **options)
+            ys, xs = np.nonzero(np.any(img1 != img2, axis=-1))
+            assert ys.max() - ys.min() == m - 1 and xs.max() - xs.min() == m - 1
+            sy, sx = np.nonzero(lab1 > 0)
+            if len(sy):
+                found += 1
+                dist = np.hypot(sy[:, None] - ys[None], sx[:, None] - xs[None])
+                assert dist.min() >= 0.375 * size
+        assert found >= 4, "shapes must still fit at this distance"
+        with pytest.raises(ValueError, match="cue_fraction"):
+            data.make_synthetic_example(np.random.default_rng(0), cue_fraction=0.0)
+        with pytest.raises(ValueError, match="distance_fraction"):
+            data.make_synthetic_example(np.random.default_rng(0), distance_fraction=1.0)
+
     def test_classes_balanced_and_shape_appearance_class_independent(self):
         images, labels = data.synthetic_arrays(200)
         classes = np.array([lab.max() for lab in labels])
