@@ -152,6 +152,29 @@ def prepare_dataset(dataset, kind):
 _MULTI_WORKER_STRATEGY = None
 
 
+def worker_output_dir(output_dir, tf_config=None):
+    """Where this worker writes its run folder under ``multi_worker``.
+
+    The chief (task ``chief``, or ``worker`` 0 when the cluster has no chief) writes to
+    ``output_dir``; every other worker to ``output_dir/workers/<type>_<index>``, so that
+    workers sharing a file system never write the same checkpoint or backup file (each
+    keeps its own resume state). ``tf_config``: the parsed ``TF_CONFIG`` (default: read
+    from the environment; without one, ``output_dir`` is returned).
+    """
+    if tf_config is None:
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            return output_dir
+        tf_config = json.loads(raw)
+    task = tf_config.get("task") or {}
+    task_type, index = task.get("type", "worker"), int(task.get("index", 0))
+    has_chief = bool((tf_config.get("cluster") or {}).get("chief"))
+    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and not has_chief)
+    if is_chief:
+        return output_dir
+    return os.path.join(output_dir, "workers", f"{task_type}_{index}")
+
+
 def multi_worker_strategy():
     """This process's ``MultiWorkerMirroredStrategy`` (from ``TF_CONFIG``), created once.
 

@@ -308,9 +308,11 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None):
         raise ValueError("config.crop_size is required with a custom train_dataset.")
     elif num_classes is None:
         raise ValueError("config.num_classes is required with a custom train_dataset.")
-    os.makedirs(config.output_dir, exist_ok=True)
     if distribution_lib.resolve_distribution(config.distribution) == "multi_worker":
         distribution_lib.multi_worker_strategy()  # before any TF op (builds the datasets)
+        # Only the chief writes to output_dir; other workers to output_dir/workers/<task>.
+        config.output_dir = distribution_lib.worker_output_dir(config.output_dir)
+    os.makedirs(config.output_dir, exist_ok=True)
 
     keras.utils.set_random_seed(config.seed)
     start = time.time()

@@ -90,6 +90,42 @@ def test_train_creates_multi_worker_strategy_before_the_datasets(tmp_path, monke
     assert calls == ["strategy", "datasets"]
 
 
+def test_only_the_chief_writes_to_output_dir(tmp_path, monkeypatch):
+    from keras_segattn.training import TrainConfig, train, trainer
+    from keras_segattn.training import distribution as distribution_lib
+
+    cluster = {"worker": ["localhost:1", "localhost:2"]}
+    out = str(tmp_path / "run")
+    worker = lambda i: {"cluster": cluster, "task": {"type": "worker", "index": i}}  # noqa: E731
+    assert distribution_lib.worker_output_dir(out, worker(0)) == out
+    assert distribution_lib.worker_output_dir(out, worker(1)) == os.path.join(
+        out, "workers", "worker_1")
+    with_chief = {"cluster": dict(cluster, chief=["localhost:0"]),
+                  "task": {"type": "worker", "index": 0}}
+    assert distribution_lib.worker_output_dir(out, with_chief) == os.path.join(
+        out, "workers", "worker_0")
+    with_chief["task"] = {"type": "chief", "index": 0}
+    assert distribution_lib.worker_output_dir(out, with_chief) == out
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribution_lib.worker_output_dir(out) == out
+
+    # train() redirects a non-chief worker before writing anything.
+    monkeypatch.setenv("TF_CONFIG", json.dumps(worker(1)))
+    monkeypatch.setattr(distribution_lib, "resolve_distribution", lambda kind: "multi_worker")
+    monkeypatch.setattr(distribution_lib, "multi_worker_strategy", lambda: None)
+    seen = []
+
+    def build_datasets(config, batch_size):
+        seen.append(config.output_dir)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(trainer, "build_datasets", build_datasets)
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(TrainConfig(steps=1, eval_every=1, output_dir=out, tensorboard=False))
+    assert seen == [os.path.join(out, "workers", "worker_1")]
+    assert os.path.isdir(seen[0])
+
+
 def test_prepare_dataset_shards_multi_worker_input_by_data():
     """Under multi_worker a tf.data input is sharded by DATA (each worker reads the same
     global batches); tf.data's AUTO policy would shard by file and fail on one-file
