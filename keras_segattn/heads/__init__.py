@@ -1,6 +1,14 @@
 """Segmentation heads as Keras layers (float32 logits at feature resolution, no upsampling).
 
-Each head implements ``reference_weight_mapping()`` for the official head's state dict.
+Heads with an official implementation implement ``reference_weight_mapping()`` for its
+weights (``keras_segattn.convert.load_reference_weights``): DANetHead, CCHead, ISAHead /
+ISAModule (openseg), CAAHead (CAR / iSeg, Keras variable names), FLANetHead / FLANetOutput,
+FCNHead and NLHead (mmsegmentation); whole mmseg checkpoints map onto FCN, DANet, NonLocalNet
+and CCNet (``keras_segattn.models.mmseg_weights``). EANetHead and LANetHead have no official
+head (the papers publish only the attention modules, whose layers map:
+``layers.EfficientAttention``, ``layers.LinearPositionAttention``), and SANet and
+Attention-to-Scale have no public official code (see ``../shared/docs/mechanisms.md``), so
+those heads have nothing to port from; ``load_reference_weights`` says so.
 """
 
 from keras_segattn.heads.cc_head import CCHead

@@ -33,7 +33,7 @@ from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.normalization import ImageNormalization
 from keras_segattn.layers.resize import Resize
 from keras_segattn.models.base import (
-    MAIN_OUTPUT, SegmentationModel, register_model, resolve_backbone, upsample_logits,
+    MAIN_OUTPUT, SegmentationModel, register_model, resolve_backbone,
 )
 
 
@@ -200,12 +200,9 @@ class AttentionToScale(SegmentationModel):
             for key in scores:
                 logits[key] = scores[key]
                 loss_weights[key] = float(scale_loss_weight)
-        super().__init__(
-            inputs=inputs,
-            outputs=upsample_logits(logits, inputs, align_corners),
-            backbone=backbone_model,
-            num_classes=num_classes,
-            loss_weights=loss_weights,
+        self._init_from_logits(
+            inputs, logits, backbone=backbone_model, num_classes=num_classes,
+            loss_weights=loss_weights, align_corners=align_corners,
             init_config=dict(
                 num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
                 input_shape=input_shape, backbone_weights=backbone_weights,

@@ -31,15 +31,12 @@ Writing a model (the whole pattern)::
             inputs, features = build_trunk(backbone_model, input_shape)
             logits = {"logits": MyHead(num_classes, name="head")(features["P5"])}
             loss_weights = {"logits": 1.0}
-            if aux_head:
-                logits["aux"] = aux_fcn_head(num_classes)(features["P4"])
-                loss_weights["aux"] = 0.4
-            super().__init__(
-                inputs=inputs,
-                outputs=upsample_logits(logits, inputs, align_corners),
-                backbone=backbone_model,
-                num_classes=num_classes,
-                loss_weights=loss_weights,
+            if aux_head:  # logits["aux"] on stage 3, loss weight 0.4
+                add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
+                                 dropout=dropout, activation=activation)
+            self._init_from_logits(
+                inputs, logits, backbone=backbone_model, num_classes=num_classes,
+                loss_weights=loss_weights, align_corners=align_corners,
                 init_config=dict(num_classes=num_classes, output_stride=output_stride,
                                  aux_head=aux_head, input_shape=input_shape,
                                  backbone_weights=backbone_weights,
@@ -47,6 +44,10 @@ Writing a model (the whole pattern)::
                                  activation=activation),
                 **kwargs,  # name=..., trainable=...
             )
+
+``_init_from_logits`` resizes every logits map to the input (``upsample_logits``) and calls
+``SegmentationModel.__init__``; a model with outputs that are not per-pixel logits (SANet's
+image-level output) calls ``super().__init__(inputs=..., outputs=..., ...)`` itself.
 
 ``init_config`` holds every constructor argument except ``backbone`` (which ``get_config``
 serializes with ``keras.saving.serialize_keras_object``); ``from_config`` deserializes the
@@ -174,13 +175,30 @@ def upsample_logits(logits, inputs, align_corners=False):
     }
 
 
-def aux_fcn_head(num_classes, channels=256, dropout=0.1, activation="relu", name="aux_head"):
+def aux_fcn_head(num_classes, channels=256, dropout=0.1, activation="relu", use_bias=False,
+                 name="aux_head"):
     """mmsegmentation's auxiliary ``FCNHead`` on stage 3: one 3x3 ConvModule (``channels``),
-    no concat, Dropout2d(``dropout``), 1x1 classifier (loss weight 0.4)."""
+    no concat, Dropout2d(``dropout``), 1x1 classifier (loss weight 0.4). ``use_bias=True``
+    gives the 3x3 conv a bias (the "dsn" head of the official CCNet/ISANet code)."""
     from keras_segattn.heads import FCNHead
 
     return FCNHead(num_classes, channels=channels, num_convs=1, concat_input=False,
-                   dropout=dropout, activation=activation, name=name)
+                   dropout=dropout, activation=activation, use_bias=use_bias, name=name)
+
+
+def add_aux_fcn_head(logits, loss_weights, feature, num_classes, channels=256, dropout=0.1,
+                     activation="relu", use_bias=False, loss_weight=0.4):
+    """Add the standard auxiliary output to a model's ``logits``/``loss_weights`` dicts.
+
+    Sets ``logits["aux"] = aux_fcn_head(...)(feature)`` (layer ``"aux_head"``; ``feature`` is
+    stage 3, ``features["P4"]``, in every model of the package) and
+    ``loss_weights["aux"] = loss_weight`` (0.4, mmseg's ``auxiliary_head`` weight). The
+    other arguments are ``aux_fcn_head``'s.
+    """
+    head = aux_fcn_head(num_classes, channels=channels, dropout=dropout, activation=activation,
+                        use_bias=use_bias)
+    logits["aux"] = head(feature)
+    loss_weights["aux"] = float(loss_weight)
 
 
 # ----------------------------------------------------------------------------------------
@@ -212,6 +230,26 @@ class SegmentationModel(keras.Model):
         weights.update(loss_weights or {})
         self._segattn_loss_weights = {name: float(weights[name]) for name in outputs}
         self._segattn_config = dict(init_config or {})
+
+    def _init_from_logits(self, inputs, logits, *, backbone, num_classes, loss_weights,
+                          align_corners, init_config, **kwargs):
+        """Finish a subclass's construction from its logits at feature resolution.
+
+        Resizes every map of the ``logits`` dict to the input size (``upsample_logits``:
+        float32 layers named after the keys, ``align_corners``) and calls
+        ``SegmentationModel.__init__`` with the result as ``outputs``; the other arguments
+        are ``SegmentationModel.__init__``'s. Call it in place of ``super().__init__``.
+        """
+        SegmentationModel.__init__(
+            self,
+            inputs=inputs,
+            outputs=upsample_logits(logits, inputs, align_corners),
+            backbone=backbone,
+            num_classes=num_classes,
+            loss_weights=loss_weights,
+            init_config=init_config,
+            **kwargs,
+        )
 
     # -- introspection -----------------------------------------------------------------
     @property

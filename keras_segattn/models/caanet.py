@@ -56,7 +56,7 @@ from keras_segattn.layers.channelized_axial_attention import (
 )
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.models.base import (
-    SegmentationModel, build_trunk, register_model, resolve_backbone, upsample_logits,
+    SegmentationModel, build_trunk, register_model, resolve_backbone,
 )
 
 
@@ -263,12 +263,9 @@ class CAANet(SegmentationModel):
                                activation=activation)
             logits["aux"] = aux(features["P5"])
             loss_weights["aux"] = float(aux_loss_weight)
-        super().__init__(
-            inputs=inputs,
-            outputs=upsample_logits(logits, inputs, align_corners),
-            backbone=backbone_model,
-            num_classes=num_classes,
-            loss_weights=loss_weights,
+        self._init_from_logits(
+            inputs, logits, backbone=backbone_model, num_classes=num_classes,
+            loss_weights=loss_weights, align_corners=align_corners,
             init_config=dict(
                 num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
                 input_shape=tuple(input_shape), backbone_weights=backbone_weights,

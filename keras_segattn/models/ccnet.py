@@ -6,9 +6,9 @@ the "dsn" auxiliary head on layer3; ``loss/criterion.py``: CE + 0.4 * CE(dsn)).
 
 import keras
 
-from keras_segattn.heads import CCHead, FCNHead
+from keras_segattn.heads import CCHead
 from keras_segattn.models.base import (
-    SegmentationModel, build_trunk, register_model, resolve_backbone, upsample_logits,
+    SegmentationModel, add_aux_fcn_head, build_trunk, register_model, resolve_backbone,
 )
 
 
@@ -45,17 +45,13 @@ class CCNet(SegmentationModel):
                       channels=channels, dropout=dropout, activation=activation, name="head")
         logits = {"logits": head(features["P5"])}
         loss_weights = {"logits": 1.0}
-        if aux_head:
-            dsn = FCNHead(num_classes, channels=aux_channels, num_convs=1, concat_input=False,
-                          dropout=dropout, activation=activation, use_bias=True, name="aux_head")
-            logits["aux"] = dsn(features["P4"])
-            loss_weights["aux"] = 0.4
-        super().__init__(
-            inputs=inputs,
-            outputs=upsample_logits(logits, inputs, align_corners),
-            backbone=backbone_model,
-            num_classes=num_classes,
-            loss_weights=loss_weights,
+        if aux_head:  # the official "dsn" head: its 3x3 conv has a bias
+            add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
+                             channels=aux_channels, dropout=dropout, activation=activation,
+                             use_bias=True)
+        self._init_from_logits(
+            inputs, logits, backbone=backbone_model, num_classes=num_classes,
+            loss_weights=loss_weights, align_corners=align_corners,
             init_config=dict(
                 num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
                 input_shape=tuple(input_shape), backbone_weights=backbone_weights,

@@ -28,8 +28,7 @@ from keras_segattn import layers as sa_layers
 from keras_segattn.heads.fcn_head import ClassifierHead, check_num_classes, check_rank4
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.models.base import (
-    SegmentationModel, aux_fcn_head, build_trunk, register_model, resolve_backbone,
-    upsample_logits,
+    SegmentationModel, add_aux_fcn_head, build_trunk, register_model, resolve_backbone,
 )
 
 
@@ -143,15 +142,11 @@ class LANet(SegmentationModel):
         logits = {"logits": head(features["P5"])}
         loss_weights = {"logits": 1.0}
         if aux_head:
-            logits["aux"] = aux_fcn_head(num_classes, channels=aux_channels, dropout=dropout,
-                                         activation=activation)(features["P4"])
-            loss_weights["aux"] = 0.4
-        super().__init__(
-            inputs=inputs,
-            outputs=upsample_logits(logits, inputs, align_corners),
-            backbone=backbone_model,
-            num_classes=num_classes,
-            loss_weights=loss_weights,
+            add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
+                             channels=aux_channels, dropout=dropout, activation=activation)
+        self._init_from_logits(
+            inputs, logits, backbone=backbone_model, num_classes=num_classes,
+            loss_weights=loss_weights, align_corners=align_corners,
             init_config=dict(
                 num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
                 input_shape=tuple(input_shape), backbone_weights=backbone_weights,

@@ -36,8 +36,8 @@ from keras_segattn.heads.fcn_head import (
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.resize import Resize
 from keras_segattn.models.base import (
-    IGNORE_CLASS, MAIN_OUTPUT, SegmentationModel, aux_fcn_head, build_trunk, register_model,
-    resolve_backbone, upsample_logits,
+    IGNORE_CLASS, MAIN_OUTPUT, SegmentationModel, add_aux_fcn_head, build_trunk,
+    register_model, resolve_backbone, upsample_logits,
 )
 
 IMAGE_OUTPUT = "image_logits"
@@ -260,9 +260,8 @@ class SANet(SegmentationModel):
         logits = {MAIN_OUTPUT: main}
         loss_weights = {MAIN_OUTPUT: 1.0}
         if aux_head:
-            logits["aux"] = aux_fcn_head(num_classes, dropout=dropout, activation=activation)(
-                features["P4"])
-            loss_weights["aux"] = float(dense_loss_weight)
+            add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes, dropout=dropout,
+                             activation=activation, loss_weight=dense_loss_weight)
         outputs = upsample_logits(logits, inputs, align_corners)
         if categorical_loss:
             outputs[IMAGE_OUTPUT] = keras.layers.Identity(dtype="float32", name=IMAGE_OUTPUT)(

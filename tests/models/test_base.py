@@ -39,6 +39,19 @@ class TestImageNormalization(TestCase):
             layers.ImageNormalization()(np.zeros((1, 2, 2, 4), "float32"))
 
 
+class TestModelHelpers(TestCase):
+    def test_add_aux_fcn_head(self):
+        feature = keras.KerasTensor((1, 5, 6, 16))
+        logits, loss_weights = {"logits": None}, {"logits": 1.0}
+        models.base.add_aux_fcn_head(logits, loss_weights, feature, 3, channels=8,
+                                     activation="leaky_relu", use_bias=True, loss_weight=0.8)
+        assert list(logits) == ["logits", "aux"] and logits["aux"].shape == (1, 5, 6, 3)
+        assert loss_weights == {"logits": 1.0, "aux": 0.8}
+        config = models.base.aux_fcn_head(3, channels=8, use_bias=True).get_config()
+        assert config["name"] == "aux_head" and config["use_bias"] is True
+        assert (config["num_convs"], config["concat_input"], config["channels"]) == (1, False, 8)
+
+
 class TestSegmentationModel(TestCase):
     def test_head_lr_multiplier(self):
         model = models.get("danet", num_classes=3, backbone=TINY, inter_channels=8,
