@@ -133,15 +133,7 @@ class TestEvaluate:
             evaluation.evaluate(tiny_model(), [], 3)
 
 
-def _jax_host_devices():
-    if keras.backend.backend() != "jax":
-        return 0
-    return len(keras.distribution.list_devices())
-
-
-@pytest.mark.skipif(_jax_host_devices() < 2,
-                    reason="needs JAX with 2 devices (tests/run_backends.py sets "
-                    "XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+@pytest.mark.two_jax_devices  # skipped unless JAX has 2 devices (tests/conftest.py)
 def test_evaluate_under_data_parallel_with_odd_batches():
     """Under JAX DataParallel on 2 devices, batches of 3 and 1 images (padded to 4 and 2,
     sharded, trimmed): whole, slide and multi-scale + flip metrics equal the single-device

@@ -190,15 +190,7 @@ def conv_model(num_classes=3):
     return keras.Model(inp, {"logits": keras.layers.Conv2D(num_classes, 1)(x)})
 
 
-def _jax_host_devices():
-    if keras.backend.backend() != "jax":
-        return 0
-    return len(keras.distribution.list_devices())
-
-
-@pytest.mark.skipif(_jax_host_devices() < 2,
-                    reason="needs JAX with 2 devices (tests/run_backends.py sets "
-                    "XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+@pytest.mark.two_jax_devices  # skipped unless JAX has 2 devices (tests/conftest.py)
 def test_slide_and_multiscale_under_data_parallel_with_odd_batch(monkeypatch):
     """Under JAX DataParallel on 2 devices a batch of 3 is padded to 4, sharded over the
     devices (predict_on_batch sees a 'batch'-sharded input) and trimmed back; the slide and
