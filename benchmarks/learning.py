@@ -79,6 +79,8 @@ HEAD_WIDTH_OPTIONS = {
     "ccnet": ("inter_channels", "channels", "aux_channels"),
     "isanet": ("channels", "key_channels", "value_channels", "aux_channels"),
     "lanet": ("inter_channels", "aux_channels"),
+    "caanet": ("filters", "channels"),
+    "sanet": ("stage_channels", "channels"),
 }
 
 

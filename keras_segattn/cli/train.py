@@ -41,7 +41,8 @@ def add_arguments(parser):
     g.add_argument("--data-dir", help="tensorflow-datasets data directory")
     g.add_argument("--manual-dir", help="folder with manually downloaded archives")
     g.add_argument("--dataset-config",
-                   help="builder config; synthetic: 32px (default), 64px or 32px_tiny")
+                   help="builder config; synthetic: 32px (default), 64px, 96px_far (where "
+                        "attention beats FCN, see benchmarks/RESULTS.md) or 32px_tiny")
     g.add_argument("--crop-size", type=_pair, help="training crop HxW (default: the dataset's)")
     g.add_argument("--augment", default="auto", choices=("auto", "full", "flip", "none"),
                    help="training augmentation: full = random scale + crop + flip + "

@@ -109,7 +109,8 @@ def load(name, split, data_dir=None, manual_dir=None, *, config=None, shuffle_fi
             prepared there on first use.
         manual_dir: directory holding the manually downloaded archives
             (``dataset_info(name).manual_files``); default ``<data_dir>/downloads/manual``.
-        config: builder config (``"synthetic"``: ``"64px"`` (default) or ``"32px_tiny"``;
+        config: builder config (``"synthetic"``: ``"64px"`` (default), ``"32px"``,
+            ``"96px_far"`` or ``"32px_tiny"``;
             ``"cityscapes"``: ``"semantic_segmentation"`` (default) or
             ``"semantic_segmentation_extra"``).
         shuffle_files: shuffle the record files (training).

@@ -108,9 +108,10 @@ class TrainConfig:
             )
         if self.dataset == "synthetic" and self.dataset_config is None:
             self.dataset_config = "32px"  # the demo: learns the cue in a few CPU minutes
-        if (self.dataset == "synthetic" and self.crop_size is None
-                and str(self.dataset_config).startswith("32px")):
-            self.crop_size = (32, 32)
+        if self.dataset == "synthetic" and self.crop_size is None:
+            size = str(self.dataset_config).split("px")[0]  # configs are named "<size>px..."
+            if size.isdigit():
+                self.crop_size = (int(size), int(size))
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {self.augment!r}.")
         if self.augment == "auto":

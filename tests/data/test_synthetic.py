@@ -97,6 +97,23 @@ class TestSyntheticGenerator:
 
 
 class TestSyntheticBuilder:
+    def test_far_cue_config_generates_the_far_cue_examples(self, tmp_path):
+        """``96px_far`` (the config where attention beats FCN) stores exactly
+        ``synthetic_arrays(..., size=96, cue_fraction=1/4, distance_fraction=3/8)``."""
+        from keras_segattn.data.builders.synthetic import Builder
+        from keras_segattn.training import TrainConfig
+
+        builder = Builder(config="96px_far", data_dir=str(tmp_path))
+        generated = list(builder._generate_examples("validation", 3))
+        images, labels = data.synthetic_arrays(3, "validation", size=96, cue_fraction=1 / 4,
+                                               distance_fraction=3 / 8)
+        for (index, example), image, label in zip(generated, images, labels):
+            np.testing.assert_array_equal(example["image"], image)
+            np.testing.assert_array_equal(example["label"], label)
+        config = TrainConfig(dataset_config="96px_far")
+        config.validate()
+        assert config.crop_size == (96, 96)
+
     def test_prepare_and_load_tiny(self, tmp_path):
         info = data.dataset_info("synthetic")
         train = data.load("synthetic", "train", data_dir=str(tmp_path), config="32px_tiny")

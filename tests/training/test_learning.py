@@ -17,6 +17,10 @@ wall on a loaded machine), 0.58-0.59 on TensorFlow (51 s); JAX seed 1: 0.58; 100
 PyTorch runs Keras eagerly: the same 800 steps took > 10 minutes (8+ CPU minutes, machine
 shared with the test suite), so on the torch backend the test is marked ``large`` (run it
 with ``python tests/run_backends.py --backends torch --run-large tests/training``).
+
+``test_attention_beats_fcn_when_the_cue_is_far`` (large, ~10 CPU minutes) trains FCN and CAANet
+on the ``96px_far`` variant (cue 24 px, shapes >= 36 px away) and asserts the attention model
+wins by > 0.1 mIoU (measured: FCN 0.705, CAANet 0.924; ``benchmarks/RESULTS.md``).
 """
 
 import keras
@@ -34,12 +38,12 @@ MIN_VAL_MIOU = 0.42
 MIN_VAL_AACC = 0.90
 
 # Eager PyTorch is many times slower per step than jitted JAX / TF: too slow by default.
-pytestmark = [pytest.mark.large] if keras.backend.backend() == "torch" else []
+large_on_torch = pytest.mark.large if keras.backend.backend() == "torch" else (lambda test: test)
 
 
-def _datasets(seed=0):
-    images, labels = synthetic_arrays(512, "train", size=SIZE)
-    val_images, val_labels = synthetic_arrays(128, "validation", size=SIZE)
+def _datasets(seed=0, size=SIZE, **options):
+    images, labels = synthetic_arrays(512, "train", size=size, **options)
+    val_images, val_labels = synthetic_arrays(128, "validation", size=size, **options)
     # Random horizontal flips double the data (the cue stays in a corner).
     images = np.concatenate([images, images[:, :, ::-1]])
     labels = np.concatenate([labels, labels[:, :, ::-1]])
@@ -51,6 +55,7 @@ def _datasets(seed=0):
     return train_ds, val_ds
 
 
+@large_on_torch
 def test_danet_learns_the_long_range_cue(tmp_path):
     train_ds, val_ds = _datasets()
     config = TrainConfig(model="danet", backbone="resnet_tiny", num_classes=5,
@@ -66,3 +71,31 @@ def test_danet_learns_the_long_range_cue(tmp_path):
     assert metrics["mIoU"] > MIN_VAL_MIOU, (
         f"mIoU {metrics['mIoU']:.3f} <= {MIN_VAL_MIOU}: the model did not learn the "
         f"cue -> class rule.\n{metrics}")
+
+
+# --- attention vs FCN (large: ~10 CPU minutes on TensorFlow) ------------------------------------
+FAR_CUE = dict(size=96, cue_fraction=1 / 4, distance_fraction=3 / 8)  # the 96px_far config
+FAR_STEPS = 1600
+
+
+def _train_far_cue(model, tmp_path):
+    train_ds, val_ds = _datasets(**FAR_CUE)
+    config = TrainConfig(model=model, backbone="resnet_tiny", num_classes=5, crop_size=(96, 96),
+                         batch_size=8, steps=FAR_STEPS, eval_every=FAR_STEPS, optimizer="adamw",
+                         learning_rate=3e-3, output_dir=str(tmp_path / model), tensorboard=False,
+                         verbose=0, seed=0, model_kwargs=HEAD_WIDTH_32[model])
+    return train(config, train_dataset=train_ds, val_dataset=val_ds)["metrics"]["mIoU"]
+
+
+# Equal head widths (benchmarks/learning.py --head-width 32): CAANet then has fewer
+# parameters than FCN (243k vs 345k).
+HEAD_WIDTH_32 = {"fcn": dict(channels=32, aux_channels=32), "caanet": dict(filters=32, channels=32)}
+
+
+@pytest.mark.large
+def test_attention_beats_fcn_when_the_cue_is_far(tmp_path):
+    """benchmarks/RESULTS.md, measured on TensorFlow: FCN 0.705, CAANet 0.924 mIoU (SANet
+    0.952, DANet 0.679). Run with ``--run-large``."""
+    fcn = _train_far_cue("fcn", tmp_path)
+    caanet = _train_far_cue("caanet", tmp_path)
+    assert caanet > fcn + 0.1, f"CAANet mIoU {caanet:.3f} vs FCN {fcn:.3f}"
