@@ -32,12 +32,16 @@ class CCNet(SegmentationModel):
         activation: ``"leaky_relu"`` (default: InPlaceABN slope 0.01 as in the official code)
             or ``"relu"`` (mmseg).
         aux_channels: dsn head width (512).
+        aux_use_bias: the dsn head's 3x3 conv has a bias (True, official CCNet); mmseg's
+            auxiliary FCNHead has none: ``aux_use_bias=False, aux_channels=256,
+            activation="relu"`` is mmseg's CCNet, whose whole checkpoint then ports
+            (``keras_segattn.models.mmseg_weights``).
     """
 
     def __init__(self, num_classes, backbone="resnet50", output_stride=8, aux_head=True,
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  recurrence=2, inter_channels=None, channels=512, dropout=0.1,
-                 activation="leaky_relu", aux_channels=512, **kwargs):
+                 activation="leaky_relu", aux_channels=512, aux_use_bias=True, **kwargs):
         backbone_model = resolve_backbone(backbone, output_stride=output_stride,
                                           input_shape=input_shape, weights=backbone_weights)
         inputs, features = build_trunk(backbone_model, input_shape)
@@ -48,7 +52,7 @@ class CCNet(SegmentationModel):
         if aux_head:  # the official "dsn" head: its 3x3 conv has a bias
             add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
                              channels=aux_channels, dropout=dropout, activation=activation,
-                             use_bias=True)
+                             use_bias=aux_use_bias)
         self._init_from_logits(
             inputs, logits, backbone=backbone_model, num_classes=num_classes,
             loss_weights=loss_weights, align_corners=align_corners,
@@ -57,7 +61,7 @@ class CCNet(SegmentationModel):
                 input_shape=tuple(input_shape), backbone_weights=backbone_weights,
                 align_corners=align_corners, recurrence=recurrence,
                 inter_channels=inter_channels, channels=channels, dropout=dropout,
-                activation=activation, aux_channels=aux_channels,
+                activation=activation, aux_channels=aux_channels, aux_use_bias=aux_use_bias,
             ),
             **kwargs,
         )

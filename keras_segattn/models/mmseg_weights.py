@@ -27,9 +27,10 @@ Supported (mmseg config -> keras_segattn model, with a ``*_v1c`` backbone):
 * ``nonlocal_r*-d8``: ``NonLocalNet`` (``NLHead`` already uses mmseg/mmcv keys).
 * ``ccnet_r*-d8``: ``CCNet(activation="relu", channels=C5 // 4)`` (``CCHead``: ``conva ->
   convs.0``, ``convb -> convs.1``, ``bottleneck -> conv_cat``, the classifier ``-> conv_seg``,
-  ``cca.gamma -> cca.gamma.scale``). Our CCNet's auxiliary head is the official CCNet "dsn"
-  head (3x3 conv **with** bias), not mmseg's bias-free FCN head, so only ``aux_head=False``
-  maps; drop the checkpoint's ``auxiliary_head.*`` keys before loading.
+  ``cca.gamma -> cca.gamma.scale``). CCNet's auxiliary head defaults to the official CCNet
+  "dsn" head (3x3 conv **with** bias, 512 channels); build ``CCNet(activation="relu",
+  aux_channels=256, aux_use_bias=False)`` for mmseg's bias-free FCN auxiliary head (or
+  ``aux_head=False`` and drop the checkpoint's ``auxiliary_head.*`` keys).
 * The auxiliary head of every model: ``FCNHead(num_convs=1, concat_input=False)``, keys
   ``convs.0.conv.weight``, ``convs.0.bn.*``, ``conv_seg.*`` (mmseg configs: 256 channels).
 
@@ -145,7 +146,8 @@ def _auxiliary_head_mapping(model):
             f"{owner}: its auxiliary head ({type(aux).__name__}"
             f"{', conv with bias' if getattr(aux, 'use_bias', False) else ''}) is not "
             "mmsegmentation's bias-free FCN auxiliary head. Build the model with "
-            "aux_head=False and drop the checkpoint's 'auxiliary_head.*' keys before loading."
+            "aux_use_bias=False (CCNet) or aux_head=False and drop the checkpoint's "
+            "'auxiliary_head.*' keys before loading."
         )
     _check_relu(owner, aux)
     return aux.reference_weight_mapping()

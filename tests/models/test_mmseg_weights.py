@@ -69,6 +69,14 @@ CASES = {
                              aux_head=False),
         lambda ref: ref.EncoderDecoder(_torch_backbone(ref), ref.CCHead(256, 64, NUM_CLASSES)),
     ),
+    # mmseg's CCNet with its (bias-free, ReLU) auxiliary FCNHead.
+    "ccnet_aux": (
+        lambda: models.CCNet(NUM_CLASSES, backbone=BACKBONE, channels=64, activation="relu",
+                             aux_channels=16, aux_use_bias=False),
+        lambda ref: ref.EncoderDecoder(
+            _torch_backbone(ref), ref.CCHead(256, 64, NUM_CLASSES),
+            ref.FCNHead(128, 16, NUM_CLASSES, num_convs=1, concat_input=False)),
+    ),
 }
 
 
