@@ -265,7 +265,7 @@ class SegmentationModel(keras.Model):
     # -- training recipe ----------------------------------------------------------------
     def compile(self, optimizer="auto", loss="auto", loss_weights="auto", metrics="auto", *,
                 steps=80000, learning_rate=0.01, momentum=0.9, weight_decay=5e-4, power=0.9,
-                end_learning_rate=1e-4, head_lr_multiplier=1.0, **kwargs):
+                end_learning_rate=1e-4, warmup_steps=0, head_lr_multiplier=1.0, **kwargs):
         """Compile; the defaults are mmsegmentation's standard recipe.
 
         Args:
@@ -284,6 +284,9 @@ class SegmentationModel(keras.Model):
             steps: total training iterations for the poly schedule (mmseg: 40k/80k/160k).
             learning_rate, momentum, weight_decay, power, end_learning_rate: the recipe's
                 numbers (mmseg: 0.01, 0.9, 5e-4, 0.9, 1e-4).
+            warmup_steps: linear warm-up length (0, mmseg's CNN recipes; with > 0 the
+                schedule is ``keras_segattn.training.WarmupPolyDecay``, mmseg's LinearLR +
+                PolyLR).
             head_lr_multiplier: learning-rate factor of every variable outside the
                 backbone (the heads). 1.0 (mmseg); the official DANet recipe uses 10.
             **kwargs: other ``keras.Model.compile`` arguments.
@@ -294,14 +297,22 @@ class SegmentationModel(keras.Model):
             recipe = dict(steps=int(steps), learning_rate=float(learning_rate),
                           momentum=float(momentum), weight_decay=float(weight_decay or 0.0),
                           power=float(power), end_learning_rate=float(end_learning_rate),
+                          warmup_steps=int(warmup_steps),
                           head_lr_multiplier=float(head_lr_multiplier))
         if optimizer == "auto":
-            schedule = keras.optimizers.schedules.PolynomialDecay(
-                initial_learning_rate=learning_rate,
-                decay_steps=int(steps),
-                end_learning_rate=end_learning_rate,
-                power=power,
-            )
+            if warmup_steps:
+                from keras_segattn.training.schedules import WarmupPolyDecay
+
+                schedule = WarmupPolyDecay(learning_rate, decay_steps=int(steps),
+                                           warmup_steps=int(warmup_steps),
+                                           end_lr=end_learning_rate, power=power)
+            else:
+                schedule = keras.optimizers.schedules.PolynomialDecay(
+                    initial_learning_rate=learning_rate,
+                    decay_steps=int(steps),
+                    end_learning_rate=end_learning_rate,
+                    power=power,
+                )
             optimizer = SGD(
                 learning_rate=schedule, momentum=momentum, weight_decay=weight_decay or None,
                 lr_multipliers=self.head_lr_multipliers(head_lr_multiplier),

@@ -69,6 +69,18 @@ class TestSegmentationModel(TestCase):
         # The recipe (with its multiplier) survives a .keras round trip.
         assert model.get_compile_config()["segattn_recipe"]["head_lr_multiplier"] == 10.0
 
+    def test_warmup(self):
+        from keras_segattn.training import WarmupPolyDecay
+
+        model = models.get("fcn", num_classes=3, backbone=TINY, channels=8, aux_channels=8)
+        model.compile(steps=100, warmup_steps=10)
+        schedule = model.optimizer._learning_rate
+        assert isinstance(schedule, WarmupPolyDecay)
+        rates = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 5, 10, 100)]
+        assert rates[0] < 1e-7 < rates[1] < rates[2]  # linear from ~0
+        assert abs(rates[3] - 1e-4) < 1e-9  # poly down to end_learning_rate
+        assert model.get_compile_config()["segattn_recipe"]["warmup_steps"] == 10
+
     def test_recipe_labels_inference_and_mixed_precision(self):
         keras.config.set_dtype_policy("mixed_float16")
         model = models.get("fcn", num_classes=4, backbone=TINY, channels=8, aux_channels=8,
