@@ -18,9 +18,9 @@ PyTorch runs Keras eagerly (~0.25-0.5 s a step on 2 cores): the test takes ~4-8 
 there (measured 8.5 min with two other training jobs on the machine), still well inside CI's
 budget, so it runs on every backend.
 
-``test_attention_beats_fcn_when_the_cue_is_far`` (large, ~10 CPU minutes) trains FCN and CAANet
-on the ``96px_far`` variant (cue 24 px, shapes >= 36 px away) and asserts the attention model
-wins by > 0.1 mIoU (measured: FCN 0.705, CAANet 0.924; ``benchmarks/RESULTS.md``).
+``test_caanet_reads_the_far_cue`` (large, ~5 CPU minutes) trains CAANet on the ``96px_far``
+variant (cue 24 px, shapes >= 36 px away), where FCN reads the cue in only one run of three
+(``benchmarks/RESULTS.md``), and asserts mIoU > 0.85.
 """
 
 import keras
@@ -68,29 +68,28 @@ def test_danet_learns_the_long_range_cue(tmp_path):
         f"cue -> class rule.\n{metrics}")
 
 
-# --- attention vs FCN (large: ~10 CPU minutes on TensorFlow) ------------------------------------
+# --- the far-cue variant (large: ~5 CPU minutes on TensorFlow) ---------------------------------
 FAR_CUE = dict(size=96, cue_fraction=1 / 4, distance_fraction=3 / 8)  # the 96px_far config
 FAR_STEPS = 1600
-
-
-def _train_far_cue(model, tmp_path):
-    train_ds, val_ds = _datasets(**FAR_CUE)
-    config = TrainConfig(model=model, backbone="resnet_tiny", num_classes=5, crop_size=(96, 96),
-                         batch_size=8, steps=FAR_STEPS, eval_every=FAR_STEPS, optimizer="adamw",
-                         learning_rate=3e-3, output_dir=str(tmp_path / model), tensorboard=False,
-                         verbose=0, seed=0, model_kwargs=HEAD_WIDTH_32[model])
-    return train(config, train_dataset=train_ds, val_dataset=val_ds)["metrics"]["mIoU"]
-
-
 # Equal head widths (benchmarks/learning.py --head-width 32): CAANet then has fewer
 # parameters than FCN (243k vs 345k).
 HEAD_WIDTH_32 = {"fcn": dict(channels=32, aux_channels=32), "caanet": dict(filters=32, channels=32)}
 
 
+def _train_far_cue(model, tmp_path, seed=0):
+    train_ds, val_ds = _datasets(seed, **FAR_CUE)
+    config = TrainConfig(model=model, backbone="resnet_tiny", num_classes=5, crop_size=(96, 96),
+                         batch_size=8, steps=FAR_STEPS, eval_every=FAR_STEPS, optimizer="adamw",
+                         learning_rate=3e-3, output_dir=str(tmp_path / model), tensorboard=False,
+                         verbose=0, seed=seed, model_kwargs=HEAD_WIDTH_32[model])
+    return train(config, train_dataset=train_ds, val_dataset=val_ds)["metrics"]["mIoU"]
+
+
 @pytest.mark.large
-def test_attention_beats_fcn_when_the_cue_is_far(tmp_path):
-    """benchmarks/RESULTS.md, measured on TensorFlow: FCN 0.705, CAANet 0.924 mIoU (SANet
-    0.952, DANet 0.679). Run with ``--run-large``."""
-    fcn = _train_far_cue("fcn", tmp_path)
-    caanet = _train_far_cue("caanet", tmp_path)
-    assert caanet > fcn + 0.1, f"CAANet mIoU {caanet:.3f} vs FCN {fcn:.3f}"
+def test_caanet_reads_the_far_cue(tmp_path):
+    """CAANet learns the ``96px_far`` cue -> class rule: measured 0.924 / 0.918 / 0.919 mIoU
+    (TensorFlow, seeds 0, 0, 1), where FCN with the same head width reached 0.705 / 0.910 /
+    0.683 (it reads the far cue in one run of three; benchmarks/RESULTS.md). Run with
+    ``--run-large``."""
+    miou = _train_far_cue("caanet", tmp_path)
+    assert miou > 0.85, f"CAANet mIoU {miou:.3f} on the far-cue variant"
