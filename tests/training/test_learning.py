@@ -14,9 +14,8 @@ Measured (2 shared CPU cores, DANet, 800 steps, seed 0): val mIoU 0.585 on JAX (
 wall on a loaded machine), 0.58-0.59 on TensorFlow (51 s); JAX seed 1: 0.58; 1000 steps:
 0.60; 500 steps: 0.36 (not yet learned).
 
-PyTorch runs Keras eagerly (~0.25-0.5 s a step on 2 cores): the test takes ~4-8 minutes
-there (measured 8.5 min with two other training jobs on the machine), still well inside CI's
-budget, so it runs on every backend.
+PyTorch runs Keras eagerly: the test takes ~2 minutes there alone on 2 cores (8.5 min with two
+other training jobs on the machine), well inside CI's budget, so it runs on every backend.
 
 ``test_caanet_reads_the_far_cue`` (large, ~5 CPU minutes) trains CAANet on the ``96px_far``
 variant (cue 24 px, shapes >= 36 px away), where FCN reads the cue in only one run of three
