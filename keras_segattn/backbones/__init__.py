@@ -16,6 +16,7 @@ from keras_segattn.backbones.resnet import dilation_plan
 from keras_segattn.backbones.resnet import get_backbone
 from keras_segattn.backbones.resnet import stage_channels
 from keras_segattn.backbones.resnet import stage_outputs
+from keras_segattn.backbones.pyramid import LEVELS, input_normalization, pyramid_outputs
 
 __all__ = [
     "BACKBONE_NAMES",
@@ -30,4 +31,7 @@ __all__ = [
     "get_backbone",
     "stage_channels",
     "stage_outputs",
+    "LEVELS",
+    "input_normalization",
+    "pyramid_outputs",
 ]
