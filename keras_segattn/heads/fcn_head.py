@@ -99,7 +99,8 @@ class FCNHead(Head):
             if self.use_bias:
                 raise ValueError(
                     f"{type(self).__name__} {self.name!r}: mmseg's FCNHead convs have no bias; "
-                    "build it with use_bias=False (CCNet: aux_use_bias=False)."
+                    "build it with use_bias=False (CCNet: aux_use_bias=False), or the model "
+                    "with aux_head=False and drop the checkpoint's 'auxiliary_head.*' keys."
                 )
         mapping = {}
         for i, conv in enumerate(self.convs):

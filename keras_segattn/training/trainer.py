@@ -18,11 +18,9 @@ import time
 
 import keras
 
-from keras_segattn import evaluation
-from keras_segattn.optimizers import SGD
+from keras_segattn import evaluation, recipe
 from keras_segattn.training import callbacks as callbacks_lib
 from keras_segattn.training import distribution as distribution_lib
-from keras_segattn.training.schedules import WarmupPolyDecay
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("auto", "sgd", "adamw")
@@ -224,20 +222,19 @@ def build_datasets(config, global_batch_size):
 # --- model ------------------------------------------------------------------------------------
 
 
+def recipe_arguments(config):
+    """The ``keras_segattn.recipe`` numbers of a run (``Segmenter.compile`` keywords)."""
+    return dict(optimizer_type=config.optimizer, steps=config.steps,
+                learning_rate=config.learning_rate, momentum=config.momentum,
+                weight_decay=config.weight_decay, end_learning_rate=config.end_learning_rate,
+                warmup_steps=config.warmup_steps, head_lr_multiplier=config.head_lr_multiplier,
+                gradient_accumulation_steps=config.gradient_accumulation_steps)
+
+
 def build_optimizer(config, model=None):
-    """AdamW, or SGD as mmseg/PyTorch define it (L2 weight decay through the momentum;
-    ``head_lr_multiplier`` on every variable outside ``model``'s backbone)."""
-    schedule = WarmupPolyDecay(config.learning_rate, decay_steps=config.steps,
-                               warmup_steps=config.warmup_steps, end_lr=config.end_learning_rate)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=config.weight_decay,
-            gradient_accumulation_steps=config.gradient_accumulation_steps or None)
-    multipliers = model.head_lr_multipliers(config.head_lr_multiplier) if model else {}
-    return SGD(
-        learning_rate=schedule, momentum=config.momentum, weight_decay=config.weight_decay,
-        lr_multipliers=multipliers,
-        gradient_accumulation_steps=config.gradient_accumulation_steps or None)
+    """The run's optimizer: ``keras_segattn.recipe.optimizer`` (AdamW, or SGD as mmseg/PyTorch
+    define it; ``head_lr_multiplier`` on every variable outside ``model``'s backbone)."""
+    return recipe.optimizer(model, **recipe_arguments(config))
 
 
 def build_model(config, num_classes):
@@ -248,7 +245,7 @@ def build_model(config, num_classes):
     kwargs.setdefault("backbone", config.backbone)
     kwargs.setdefault("output_stride", config.output_stride)
     model = models.get(config.model, num_classes=num_classes, **kwargs)
-    model.compile(optimizer=build_optimizer(config, model))
+    model.compile(**recipe_arguments(config))  # the recipe: saved with the model, reloads compiled
     return model
 
 
