@@ -7,9 +7,11 @@
 * ``ACTIVATIONS``: the activations of the heads' conv blocks (``"leaky_relu"`` is slope 0.01,
   InPlaceABN's).
 * ``pair``, ``check_num_classes``, ``check_activation``: argument checks whose error is one
-  line naming the owner, the argument and the value.
+  line naming the owner, the argument and the value; ``pair_argument``: the command line's
+  ``HxW`` parser.
 """
 
+import argparse
 import numbers
 
 IGNORE_INDEX = 255
@@ -71,3 +73,18 @@ def check_activation(owner, activation):
             f"got {activation!r}."
         )
     return activation
+
+
+def pair_argument(text):
+    """``argparse`` type of the command line's sizes: ``"512x1024"``, ``"512,1024"`` or
+    ``"512"`` -> ``(height, width)`` of positive ints."""
+    parts = [p for p in text.replace("x", ",").split(",") if p]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW or one integer, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected HxW or one positive integer, got {text!r}")
+    return values

@@ -7,9 +7,9 @@ import sys
 
 
 def _pair(text):
-    from keras_segattn.cli.train import _pair as pair
+    from keras_segattn.common import pair_argument
 
-    return pair(text)
+    return pair_argument(text)
 
 
 def add_arguments(parser):

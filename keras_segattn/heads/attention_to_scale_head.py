@@ -62,6 +62,11 @@ class AttentionToScaleHead(Head):
         features = self.conv_b(self.conv_a(inputs, training=training), training=training)
         return self._classify(features, training), features
 
+    def output_spec(self, inputs):
+        shape = tuple(inputs.shape[:3])
+        return (keras.KerasTensor(shape + (self.num_classes,), dtype="float32"),
+                keras.KerasTensor(shape + (self.channels,), dtype=self.compute_dtype))
+
     def name_outputs(self, outputs):
         scores, _ = outputs
         return {self.output_names[0]: scores}

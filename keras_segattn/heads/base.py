@@ -21,9 +21,9 @@ order. That is the form the unit and golden tests use.
 Writing a head: subclass ``Head``; in ``__init__`` store the arguments and create the blocks,
 then ``self._make_classifier(name)`` (``Dropout2d -> 1x1 conv``, float32); implement
 ``build_head(input_shape)`` (the shape of the level(s) read) and ``forward(inputs, training)``
-(the maths, on a tensor or list of tensors); extend ``get_config``. Output shapes and dtypes
-are traced from ``forward`` (no ``compute_output_shape``), so symbolic outputs carry the
-true float32 dtype of the logits under mixed precision. ``Head`` does the
+(the maths, on a tensor or list of tensors); extend ``get_config``. ``output_spec`` gives
+the symbolic outputs without tracing ``forward`` (some attention blocks need static sizes):
+float32 logits at the input size, one per output name; override it for other shapes. ``Head`` does the
 dict/tensor dispatch, the argument checks (``num_classes``, ``activation``), ``in_levels``,
 ``output_names``, ``loss_weights`` and their serialization.
 """
@@ -164,6 +164,18 @@ class Head(keras.layers.Layer):
 
     def forward(self, inputs, training=None):
         raise NotImplementedError(f"{type(self).__name__} must implement forward().")
+
+    def compute_output_spec(self, inputs, training=None):
+        if isinstance(inputs, dict):
+            return self.name_outputs(self.output_spec(self._select(inputs)))
+        return self.output_spec(inputs)
+
+    def output_spec(self, inputs):
+        """Symbolic outputs of ``forward``: float32 logits ``(B, H, W, num_classes)`` at the
+        input's size, one per output name (a tuple when there are several)."""
+        shape = tuple(inputs.shape[:3]) + (self.num_classes,)
+        specs = tuple(keras.KerasTensor(shape, dtype="float32") for _ in self.output_names)
+        return specs[0] if len(specs) == 1 else specs
 
     def get_config(self):
         config = super().get_config()

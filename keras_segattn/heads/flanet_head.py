@@ -80,6 +80,12 @@ class FLANetOutput(Head):
         x = self.conv(x, training=training)
         return self._classify(x, training)
 
+    def output_spec(self, inputs):
+        double = lambda size: None if size is None else 2 * size  # noqa: E731
+        shape = (inputs.shape[0], double(inputs.shape[1]), double(inputs.shape[2]),
+                 self.num_classes)
+        return keras.KerasTensor(shape, dtype="float32")
+
     def reference_weight_mapping(self):
         mapping = self.conv.reference_weight_mapping("conv.1", "conv.2")
         mapping.update(convert.conv_mapping("conv.5", self.conv_seg))
@@ -138,6 +144,9 @@ class FLANetHead(Head):
         x = self.attention(x, training=training)
         x = ops.concatenate([inputs, ops.cast(x, inputs.dtype)], axis=-1)
         return self.output_block(x, training=training)
+
+    def output_spec(self, inputs):
+        return self.output_block.output_spec(inputs)
 
     def reference_weight_mapping(self):
         """Keys of the head part of the official ``FLANet`` module (``model.py``):

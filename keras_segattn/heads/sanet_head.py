@@ -118,6 +118,11 @@ class SANetHead(Head):
         x = self.fuse(ops.concatenate(merged, axis=-1), training=training)
         return self._classify(x, training), image_logits
 
+    def output_spec(self, inputs):
+        first = inputs[0].shape
+        return (keras.KerasTensor(tuple(first[:3]) + (self.num_classes,), dtype="float32"),
+                keras.KerasTensor((first[0], self.num_classes), dtype="float32"))
+
     def name_outputs(self, outputs):
         logits, image_logits = outputs
         named = {self.output_names[0]: logits}
