@@ -12,19 +12,8 @@ continues an interrupted run from its last checkpoint.
 import argparse
 import os
 
+from keras_segattn.common import pair_argument as _pair
 
-
-def _pair(text):
-    parts = [p for p in text.replace("x", ",").split(",") if p]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW or one integer, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected HxW or one positive integer, got {text!r}")
-    return values
 
 
 def add_arguments(parser):

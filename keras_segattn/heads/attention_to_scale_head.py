@@ -37,7 +37,7 @@ class AttentionToScaleHead(Head):
 
     Example:
     >>> scores, feats = AttentionToScaleHead(5, channels=8)(keras.ops.ones((1, 6, 5, 16)))
-    >>> scores.shape, feats.shape
+    >>> tuple(scores.shape), tuple(feats.shape)
     ((1, 6, 5, 5), (1, 6, 5, 8))
     """
 

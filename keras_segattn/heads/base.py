@@ -23,8 +23,8 @@ then ``self._make_classifier(name)`` (``Dropout2d -> 1x1 conv``, float32); imple
 ``build_head(input_shape)`` (the shape of the level(s) read) and ``forward(inputs, training)``
 (the maths, on a tensor or list of tensors); extend ``get_config``. ``output_spec`` gives
 the symbolic outputs without tracing ``forward`` (some attention blocks need static sizes):
-float32 logits at the input size, one per output name; override it for other shapes. ``Head`` does the
-dict/tensor dispatch, the argument checks (``num_classes``, ``activation``), ``in_levels``,
+float32 logits at the input size, one per output name; override it for other shapes.
+``Head`` does the dict/tensor dispatch, the argument checks (``num_classes``, ``activation``), ``in_levels``,
 ``output_names``, ``loss_weights`` and their serialization.
 """
 

@@ -111,7 +111,7 @@ class CAAHead(Head):
             ``normalization()`` default); CAR's training configs use 0.9997.
 
     Example:
-    >>> CAAHead(19, filters=16, channels=8)(keras.ops.ones((1, 6, 5, 32))).shape
+    >>> tuple(CAAHead(19, filters=16, channels=8)(keras.ops.ones((1, 6, 5, 32))).shape)
     (1, 6, 5, 19)
     """
 

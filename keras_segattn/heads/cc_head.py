@@ -58,7 +58,7 @@ class CCHead(Head):
 
     Example:
     >>> head = CCHead(5, recurrence=2, channels=16)
-    >>> head(keras.ops.ones((1, 7, 9, 32))).shape
+    >>> tuple(head(keras.ops.ones((1, 7, 9, 32))).shape)
     (1, 7, 9, 5)
     """
 

@@ -129,7 +129,7 @@ class DANetHead(DualAttentionHead):
     Example:
     >>> head = DANetHead(5)
     >>> fused, pam, cam = head(keras.ops.ones((1, 9, 7, 64)))
-    >>> fused.shape
+    >>> tuple(fused.shape)
     (1, 9, 7, 5)
     """
 

@@ -52,7 +52,7 @@ class EANetHead(Head):
 
     Example:
     >>> head = EANetHead(19, channels=16, key_channels=8, value_channels=16, num_heads=2)
-    >>> head(keras.ops.ones((1, 6, 5, 32))).shape
+    >>> tuple(head(keras.ops.ones((1, 6, 5, 32))).shape)
     (1, 6, 5, 19)
     """
 

@@ -41,7 +41,7 @@ class FCNHead(Head):
 
     Example:
     >>> head = FCNHead(19, channels=16)
-    >>> head(keras.ops.ones((1, 8, 8, 32))).shape
+    >>> tuple(head(keras.ops.ones((1, 8, 8, 32))).shape)
     (1, 8, 8, 19)
     """
 

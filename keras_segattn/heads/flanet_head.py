@@ -57,7 +57,7 @@ class FLANetOutput(Head):
     ``conv.5.{weight,bias}``.
 
     Example:
-    >>> FLANetOutput(19, mid_channels=16)(keras.ops.ones((1, 5, 7, 8))).shape
+    >>> tuple(FLANetOutput(19, mid_channels=16)(keras.ops.ones((1, 5, 7, 8))).shape)
     (1, 10, 14, 19)
     """
 
@@ -115,7 +115,7 @@ class FLANetHead(Head):
         in_levels, output_names, loss_weights: see ``Head``.
 
     Example:
-    >>> FLANetHead(19, channels=16)(keras.ops.ones((1, 6, 5, 32))).shape
+    >>> tuple(FLANetHead(19, channels=16)(keras.ops.ones((1, 6, 5, 32))).shape)
     (1, 12, 10, 19)
     """
 

@@ -120,7 +120,7 @@ class ISAHead(Head):
 
     Example:
     >>> head = ISAHead(5, channels=16, key_channels=8, value_channels=16, down_factor=(4, 4))
-    >>> head(keras.ops.ones((1, 9, 10, 32))).shape
+    >>> tuple(head(keras.ops.ones((1, 9, 10, 32))).shape)
     (1, 9, 10, 5)
     """
 

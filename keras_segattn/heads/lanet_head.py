@@ -42,7 +42,7 @@ class LANetHead(DualAttentionHead):
     own mappings are ``layers.LinearPositionAttention.reference_weight_mapping`` ...).
 
     Example:
-    >>> LANetHead(5)(keras.ops.ones((1, 9, 7, 64))).shape
+    >>> tuple(LANetHead(5)(keras.ops.ones((1, 9, 7, 64))).shape)
     (1, 9, 7, 5)
     """
 

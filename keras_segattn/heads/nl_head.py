@@ -30,7 +30,7 @@ class NLHead(FCNHead):
 
     Example:
     >>> head = NLHead(19, channels=16)
-    >>> head(keras.ops.ones((1, 8, 8, 32))).shape
+    >>> tuple(head(keras.ops.ones((1, 8, 8, 32))).shape)
     (1, 8, 8, 19)
     """
 

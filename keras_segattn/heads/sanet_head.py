@@ -1,29 +1,12 @@
-"""SANet head: Squeeze-and-Attention Networks.
+"""SANet head: four Squeeze-and-Attention blocks on the four stages, merged.
 
-Zilong Zhong, Zhong Qiu Lin, Rene Bidart, Xiaodan Hu, Ibrahim Ben Daya, Zhifeng Li, Wei-Shi
-Zheng, Jonathan Li, Alexander Wong, "Squeeze-and-Attention Networks for Semantic
-Segmentation", CVPR 2020, arXiv:1909.03402.
-
-**No official code is known** (mechanisms.md section 6). The block is
-``keras_segattn.layers.SqueezeAttention``
-(``X_out = X_attn * X_res + X_attn``, ``X_attn = Up(sigmoid(F_attn(AvgPool(X_in))))``); the
-model below follows the paper's description as far as it is known:
-
-* four SA heads on the four hierarchical backbone stages (``P2``..``P5``), their outputs
-  resized to the finest (stage-1, stride 4) resolution, concatenated and fused for the final
-  mask prediction (abstract [3rd]);
-* an image-level **categorical** loss: a multi-label classifier (``"image_logits"``,
-  ``(B, num_classes)``) trained with binary cross-entropy against the multi-hot set of classes
-  present in the mask (label 255 ignored), see ``SANetCategoricalLoss``;
-* a **dense** auxiliary loss: mmseg's auxiliary FCN head on stage 3 (``"aux"``).
-
-UNVERIFIED (recalled, not checked against the PDF; all configurable):
-* the total loss ``L = L_mask + alpha * L_cat + beta * L_den`` with ``alpha = 0.2`` and
-  ``beta = 0.8``;
-* the widths of the SA heads (256 each here), the 1x1 fusion conv (256), the source of the
-  categorical branch (global average of the last SA head's output -> Dense), and the
-  ``align_corners=True`` resize (PyTorch-Encoding/EncNet convention, which SANet's training
-  setup is recalled to follow).
+Zhong et al., "Squeeze-and-Attention Networks for Semantic Segmentation", CVPR 2020,
+arXiv:1909.03402; no official code is known (mechanisms.md section 6). One
+``layers.SqueezeAttention`` per backbone stage (``P2``..``P5``), the outputs resized to the
+finest stage, concatenated and fused by a 1x1 conv-BN-act for the mask; the image-level
+(categorical) logits come from the global average of the deepest SA output (UNVERIFIED
+choice). The widths (256) and the losses of the model are described in
+``keras_segattn.models.sanet``.
 """
 
 import keras
@@ -65,7 +48,7 @@ class SANetHead(Head):
 
     Example:
     >>> feats = [keras.ops.ones((1, s, s, c)) for s, c in ((8, 8), (4, 16), (4, 16), (4, 32))]
-    >>> [t.shape for t in SANetHead(5, stage_channels=8, channels=8)(feats)]  # doctest: +SKIP
+    >>> [tuple(t.shape) for t in SANetHead(5, stage_channels=8, channels=8)(feats)]
     [(1, 8, 8, 5), (1, 5)]
     """
 

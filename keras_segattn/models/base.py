@@ -13,20 +13,21 @@ training recipe, saving and weight porting are ``Segmenter``'s. The whole patter
             arguments = constructor_arguments(locals())
             head = heads.MyHead(num_classes, channels=channels, dropout=dropout,
                                 activation=activation, name="head")
-            aux = [heads.auxiliary_fcn_head(num_classes, dropout=dropout,
-                                            activation=activation)] if aux_head else []
-            super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)
+            super().__init__(arguments, decode_head=head,
+                             auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)
 
 ``constructor_arguments(locals())`` (the first line) checks ``num_classes`` and
 ``activation`` in one line naming the model and the value, and keeps every argument for
-``get_config``; ``NamedSegmenter`` builds the backbone from ``backbone``, ``output_stride``,
-``input_shape`` and ``backbone_weights`` and serializes the constructor arguments (the
+``get_config``; ``standard_auxiliary_heads(arguments)`` is mmseg's auxiliary FCN head
+(or none with ``aux_head=False``); ``NamedSegmenter`` builds the backbone from
+``backbone``, ``output_stride``, ``input_shape`` and ``backbone_weights`` and serializes the constructor arguments (the
 backbone as a nested Keras object), so ``keras.models.load_model`` returns the same class.
 ``register_model`` adds the class to ``get``/``list_models`` under its lower-cased name.
 """
 
 import keras
 
+from keras_segattn import heads
 from keras_segattn.common import check_activation, check_num_classes
 from keras_segattn.models.segmenter import Segmenter, resolve_backbone
 
@@ -85,9 +86,33 @@ def constructor_arguments(arguments):
     return arguments
 
 
+def standard_auxiliary_heads(arguments, **options):
+    """``[heads.auxiliary_fcn_head(...)]`` (mmseg's FCN head on stage 3, output ``"aux"``,
+    weight 0.4) with the model's ``num_classes``, ``aux_channels`` (256 when the model has no
+    such argument), ``dropout`` and ``activation``; ``[]`` when ``aux_head`` is False.
+    ``options`` override ``auxiliary_fcn_head``'s arguments (``use_bias=True``, ...)."""
+    if not arguments["aux_head"]:
+        return []
+    kwargs = dict(channels=arguments.get("aux_channels", 256), dropout=arguments["dropout"],
+                  activation=arguments["activation"])
+    kwargs.update(options)
+    return [heads.auxiliary_fcn_head(arguments["num_classes"], **kwargs)]
+
+
 class NamedSegmenter(Segmenter):
     """A ``Segmenter`` built from a named model's constructor arguments (see the module
     docstring).
+
+    The arguments every named model shares:
+
+    * ``num_classes``: int >= 1.
+    * ``backbone``: a ``keras_segattn.backbones`` name (default ``"resnet50"``), a
+      serialized backbone dict or a backbone model (used as is).
+    * ``output_stride``: 8 (default), 16 or 32 (for a backbone given by name).
+    * ``aux_head``: bool, the auxiliary head(s) (default True).
+    * ``input_shape``: ``(H, W, 3)``, ``None`` sizes allowed (default ``(None, None, 3)``).
+    * ``backbone_weights``: ``None`` (random init, offline), ``"imagenet"`` or a file.
+    * ``align_corners``: the final bilinear resize.
 
     Args:
         arguments: ``constructor_arguments(locals())`` of the subclass: ``num_classes``,

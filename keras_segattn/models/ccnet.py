@@ -7,7 +7,9 @@ the "dsn" auxiliary head on layer3; ``loss/criterion.py``: CE + 0.4 * CE(dsn)).
 import keras
 
 from keras_segattn import heads
-from keras_segattn.models.base import NamedSegmenter, constructor_arguments, register_model
+from keras_segattn.models.base import (
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
+)
 
 
 @register_model
@@ -21,7 +23,7 @@ class CCNet(NamedSegmenter):
     Args:
         num_classes: int.
         backbone, output_stride, aux_head, input_shape, backbone_weights: see
-            ``SegmentationModel``.
+            ``NamedSegmenter``.
         align_corners: False (default, mmseg) or True (official).
         recurrence: CCA passes with shared weights (2).
         inter_channels: ``None`` (C5 // 4 = 512).
@@ -45,7 +47,5 @@ class CCNet(NamedSegmenter):
                             channels=channels, dropout=dropout, activation=activation,
                             name="head")
         # The official "dsn" head's 3x3 conv has a bias (aux_use_bias=False: mmseg's).
-        aux = [heads.auxiliary_fcn_head(num_classes, channels=aux_channels, dropout=dropout,
-                                        activation=activation,
-                                        use_bias=aux_use_bias)] if aux_head else []
+        aux = standard_auxiliary_heads(arguments, use_bias=aux_use_bias)
         super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)

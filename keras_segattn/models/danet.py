@@ -7,7 +7,9 @@ FCN head is mmsegmentation's (``configs/_base_/models/danet_r50-d8.py``).
 import keras
 
 from keras_segattn import heads
-from keras_segattn.models.base import NamedSegmenter, constructor_arguments, register_model
+from keras_segattn.models.base import (
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
+)
 
 
 @register_model
@@ -27,7 +29,7 @@ class DANet(NamedSegmenter):
     Args:
         num_classes: int.
         backbone, output_stride, aux_head, input_shape, backbone_weights: see
-            ``SegmentationModel`` (defaults ``"resnet50"``, 8, True, ``(None, None, 3)``,
+            ``NamedSegmenter`` (defaults ``"resnet50"``, 8, True, ``(None, None, 3)``,
             ``None``).
         align_corners: final bilinear upsampling; False (mmseg, default) or True (official).
         inter_channels: ``None`` (C5 // 4 = 512).
@@ -48,6 +50,5 @@ class DANet(NamedSegmenter):
         arguments = constructor_arguments(locals())
         head = heads.DANetHead(num_classes, inter_channels=inter_channels, reduction=reduction,
                                dropout=dropout, activation=activation, name="head")
-        aux = [heads.auxiliary_fcn_head(num_classes, channels=aux_channels, dropout=dropout,
-                                        activation=activation)] if aux_head else []
-        super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)
+        super().__init__(arguments, decode_head=head,
+                         auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)

@@ -1,31 +1,17 @@
-"""EANet: a segmentation model built around Efficient Attention.
+"""EANet: Efficient Attention (Shen et al., WACV 2021, arXiv:1812.01243) in a segmenter.
 
-Zhuoran Shen, Mingyuan Zhang, Haiyu Zhao, Shuai Yi, Hongsheng Li, "Efficient Attention:
-Attention with Linear Complexities", WACV 2021, arXiv:1812.01243.
-
-Reference module: ``cmsflash/efficient-attention`` @
-``46a5f9eaf09470affb0ab30932b7748cc3c871ef``, ``efficient_attention.py``
-(``keras_segattn.layers.EfficientAttention``:
-``y = reproject(concat_heads(softmax_N(K)^T-context . softmax_C(Q))) + x``).
-
-The paper is **not** a semantic-segmentation paper (detection, instance segmentation and
-stereo depth), so there is no reference segmentation head. This model is **our** design, an
-mmsegmentation ``FCNHead`` with the attention block inserted between its two convs (the way
-mmseg's NLHead / ISAHead wrap their blocks)::
-
-    C5 -> ConvBNReLU 3x3 (512) -> EfficientAttention -> ConvBNReLU 3x3 (512)
-       -> concat([C5, .]) -> ConvBNReLU 3x3 (512) -> Dropout2d 0.1 -> 1x1 logits
-    C4 -> auxiliary FCNHead (256), loss weight 0.4
-
-Defaults chosen here (UNVERIFIED for segmentation, documented choices): ``key_channels=256``,
-``value_channels=512`` and ``num_heads=8`` for a 512-channel input (the key/value widths of
-ISANet/OCNet's self-attention blocks; the head count keeps 32 key channels per head).
+**Our** design (the paper has no segmentation head): ``heads.EANetHead``, an mmseg
+``FCNHead`` with the Efficient Attention block between its convs, on C5, plus mmseg's
+auxiliary FCN head on C4 (loss weight 0.4). See ``keras_segattn.heads.eanet_head`` for the
+reference module and the defaults chosen.
 """
 
 import keras
 
 from keras_segattn import heads
-from keras_segattn.models.base import NamedSegmenter, constructor_arguments, register_model
+from keras_segattn.models.base import (
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
+)
 
 
 @register_model
@@ -62,6 +48,5 @@ class EANet(NamedSegmenter):
                                value_channels=value_channels, num_heads=num_heads,
                                concat_input=concat_input, dropout=dropout,
                                activation=activation, name="head")
-        aux = [heads.auxiliary_fcn_head(num_classes, dropout=dropout,
-                                        activation=activation)] if aux_head else []
-        super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)
+        super().__init__(arguments, decode_head=head,
+                         auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)

@@ -9,7 +9,9 @@ FCNHead on stage 3 (1024 -> 256, 1 conv, loss weight 0.4).
 import keras
 
 from keras_segattn import heads
-from keras_segattn.models.base import NamedSegmenter, constructor_arguments, register_model
+from keras_segattn.models.base import (
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
+)
 
 
 @register_model
@@ -46,6 +48,5 @@ class FCN(NamedSegmenter):
         head = heads.FCNHead(num_classes, channels=channels, num_convs=num_convs,
                              concat_input=concat_input, dropout=dropout, activation=activation,
                              name="head")
-        aux = [heads.auxiliary_fcn_head(num_classes, channels=aux_channels, dropout=dropout,
-                                        activation=activation)] if aux_head else []
-        super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)
+        super().__init__(arguments, decode_head=head,
+                         auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)

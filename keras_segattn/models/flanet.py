@@ -1,29 +1,10 @@
-"""FLANet: Fully Attentional Network.
+"""FLANet: Fully Attentional Network (Song et al., AAAI 2022, arXiv:2112.04108).
 
-Qi Song, Jie Li, Chenghong Li, Hao Guo, Rui Huang, "Fully Attentional Network for Semantic
-Segmentation", AAAI 2022, arXiv:2112.04108.
-
-Reference: ``maggiesong7/FullyAttentional`` @ ``52af4fdf210df0503fab936b35a3508cb5198811``,
-``model.py`` (model code only: no training script, configs or losses were released).
-
-Architecture (as in the reference)::
-
-    C5 (2048) -> [3x3 conv 512, BN, ReLU] x 2 -> FullyAttentional(512) -> fa
-    concat([C5, fa]) (2560) -> FLANetOutput(512) -> logits
-    C3 (layer2, 512)  -> FLANetOutput(64) -> aux_stage2
-    C4 (layer3, 1024) -> FLANetOutput(64) -> aux_stage3
-
-``FLANetOutput``: nearest x2 upsampling, 3x3 conv (no bias), BN, ReLU, Dropout2d(0.1), 1x1 conv
-with bias. Every output is then bilinearly resized to the input with ``align_corners=True``.
-
-UNVERIFIED / deviations:
-* Auxiliary loss weights are not in the released code; 0.4 each (the usual deep-supervision
-  weight) is our choice.
-* The reference initialises every conv with ``kaiming_normal_(a=1)``; we keep Keras' default
-  Glorot-uniform init (irrelevant once weights are trained or ported).
-* The official FullyAttentionalBlock pairs descriptors across samples for batch > 1 (a bug,
-  see mechanisms.md section 7); ``keras_segattn.layers.FullyAttentional`` pairs every sample with
-  its own descriptors (identical to the reference for batch 1).
+Reference: ``maggiesong7/FullyAttentional`` @ ``52af4fdf`` (``model.py``; model code only).
+``heads.FLANetHead`` on C5 (``logits``) and two ``heads.FLANetOutput`` auxiliary outputs on
+C3 (``aux_stage2``) and C4 (``aux_stage3``), all resized with ``align_corners=True`` as in the
+reference. The auxiliary loss weights (0.4 each) are not in the released code (UNVERIFIED);
+see ``keras_segattn.heads.flanet_head`` for the architecture and deviations.
 """
 
 import keras

@@ -9,7 +9,9 @@ import keras
 
 from keras_segattn import heads
 from keras_segattn.common import pair
-from keras_segattn.models.base import NamedSegmenter, constructor_arguments, register_model
+from keras_segattn.models.base import (
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
+)
 
 
 @register_model
@@ -23,7 +25,7 @@ class ISANet(NamedSegmenter):
     Args:
         num_classes: int.
         backbone, output_stride, aux_head, input_shape, backbone_weights: see
-            ``SegmentationModel``.
+            ``NamedSegmenter``.
         align_corners: False (default, mmseg) or True (official).
         down_factor: ``(P_h, P_w)`` local block size ((8, 8)).
         channels, key_channels, value_channels: 512, 256, 512.
@@ -43,6 +45,5 @@ class ISANet(NamedSegmenter):
                              value_channels=value_channels, down_factor=down_factor,
                              dropout=dropout, activation=activation, name="head")
         # The official "dsn" head: its 3x3 conv has a bias.
-        aux = [heads.auxiliary_fcn_head(num_classes, channels=aux_channels, dropout=dropout,
-                                        activation=activation, use_bias=True)] if aux_head else []
+        aux = standard_auxiliary_heads(arguments, use_bias=True)
         super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)

@@ -13,7 +13,9 @@ the linear modules, ``keras_segattn.heads.LANetHead``, see its module docstring)
 import keras
 
 from keras_segattn import heads
-from keras_segattn.models.base import NamedSegmenter, constructor_arguments, register_model
+from keras_segattn.models.base import (
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
+)
 
 
 @register_model
@@ -49,6 +51,5 @@ class LANet(NamedSegmenter):
         arguments = constructor_arguments(locals())
         head = heads.LANetHead(num_classes, inter_channels=inter_channels, reduction=reduction,
                                eps=eps, dropout=dropout, activation=activation, name="head")
-        aux = [heads.auxiliary_fcn_head(num_classes, channels=aux_channels, dropout=dropout,
-                                        activation=activation)] if aux_head else []
-        super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)
+        super().__init__(arguments, decode_head=head,
+                         auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)

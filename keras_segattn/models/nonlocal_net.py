@@ -7,7 +7,9 @@ configuration of mmsegmentation ``configs/_base_/models/nonlocal_r50-d8.py``.
 import keras
 
 from keras_segattn import heads
-from keras_segattn.models.base import NamedSegmenter, constructor_arguments, register_model
+from keras_segattn.models.base import (
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
+)
 
 
 @register_model
@@ -20,7 +22,7 @@ class NonLocalNet(NamedSegmenter):
     Args:
         num_classes: int.
         backbone, output_stride, aux_head, input_shape, backbone_weights, align_corners: see
-            ``SegmentationModel``.
+            ``NamedSegmenter``.
         channels: head width (512). reduction: non-local reduction (2). use_scale: True.
         dropout: 0.1. activation: ``"relu"``. aux_channels: 256.
     """
@@ -33,6 +35,5 @@ class NonLocalNet(NamedSegmenter):
         head = heads.NLHead(num_classes, channels=channels, reduction=reduction,
                             use_scale=use_scale, dropout=dropout, activation=activation,
                             name="head")
-        aux = [heads.auxiliary_fcn_head(num_classes, channels=aux_channels, dropout=dropout,
-                                        activation=activation)] if aux_head else []
-        super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)
+        super().__init__(arguments, decode_head=head,
+                         auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)

@@ -29,7 +29,9 @@ UNVERIFIED (recalled, not checked against the PDF; all configurable):
 import keras
 
 from keras_segattn import heads
-from keras_segattn.models.base import NamedSegmenter, constructor_arguments, register_model
+from keras_segattn.models.base import (
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
+)
 from keras_segattn.heads.sanet_head import IMAGE_OUTPUT
 from keras_segattn.losses import SANetCategoricalLoss, class_presence  # noqa: F401 (former home)
 
@@ -90,6 +92,5 @@ class SANet(NamedSegmenter):
                                loss_weights={"logits": 1.0,
                                              IMAGE_OUTPUT: categorical_loss_weight},
                                name="head")
-        aux = [heads.auxiliary_fcn_head(num_classes, dropout=dropout, activation=activation,
-                                        loss_weight=dense_loss_weight)] if aux_head else []
+        aux = standard_auxiliary_heads(arguments, loss_weight=dense_loss_weight)
         super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)
