@@ -10,4 +10,5 @@ _check_backend_installed()
 from keras_segattn.version import __version__  # noqa: E402
 from keras_segattn import layers  # noqa: E402,F401
 from keras_segattn import convert  # noqa: E402,F401
+from keras_segattn import common, losses, recipe  # noqa: E402,F401  (registers the recipe's objects)
 from keras_segattn import backbones, heads, models  # noqa: E402,F401
