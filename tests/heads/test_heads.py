@@ -54,9 +54,12 @@ def test_head_in_a_segmenter(head_cls, kwargs, names, image_level, backbone):
     # The head's variables live under its layer name, whatever the backbone.
     head_paths = [w.path for w in model.decode_head.weights]
     assert head_paths and all(p.startswith("head/") for p in head_paths)
-    # A concrete forward pass: the dict form equals the head's tensor form.
-    images = np.random.default_rng(0).uniform(0, 255, (1, 33, 29, 3)).astype("float32")
-    feature_values = model.get_layer("backbone")(model.get_layer("normalize")(images))
+    # A concrete pass of the head on features of the backbone's shapes: the dict form equals
+    # the head's tensor form.
+    spec = model.get_layer("backbone").compute_output_spec(keras.KerasTensor((1, 33, 29, 3)))
+    rng = np.random.default_rng(0)
+    feature_values = {level: rng.normal(size=tuple(value.shape)).astype("float32")
+                      for level, value in spec.items()}
     as_dict = model.decode_head(feature_values, training=False)
     selected = [feature_values[level] for level in model.decode_head.in_levels]
     raw = model.decode_head(selected[0] if len(selected) == 1 else selected, training=False)
