@@ -58,7 +58,7 @@ class AttentionToScaleHead(Head):
         self.conv_b.build(inner)
         self.conv_seg.build(inner)
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         features = self.conv_b(self.conv_a(inputs, training=training), training=training)
         return self._classify(features, training), features
 

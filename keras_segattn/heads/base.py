@@ -20,9 +20,10 @@ order. That is the form the unit and golden tests use.
 
 Writing a head: subclass ``Head``; in ``__init__`` store the arguments and create the blocks,
 then ``self._make_classifier(name)`` (``Dropout2d -> 1x1 conv``, float32); implement
-``build_head(input_shape)`` (the shape of the level(s) read) and ``forward(inputs, training)``
-(the maths, on a tensor or list of tensors); extend ``get_config``. ``output_spec`` gives
-the symbolic outputs without tracing ``forward`` (some attention blocks need static sizes):
+``build_head(input_shape)`` (the shape of the level(s) read) and ``decode(inputs, training)``
+(the maths, on a tensor or list of tensors; not ``forward``, which is ``torch.nn.Module``'s
+on the PyTorch backend); extend ``get_config``. ``output_spec`` gives
+the symbolic outputs without tracing ``decode`` (some attention blocks need static sizes):
 float32 logits at the input size, one per output name; override it for other shapes.
 ``Head`` does the dict/tensor dispatch, the argument checks (``num_classes``, ``activation``), ``in_levels``,
 ``output_names``, ``loss_weights`` and their serialization.
@@ -142,7 +143,7 @@ class Head(keras.layers.Layer):
         return selected[0] if len(selected) == 1 else selected
 
     def name_outputs(self, outputs):
-        """``forward``'s output (one tensor, or a tuple in ``output_names`` order) ->
+        """``decode``'s output (one tensor, or a tuple in ``output_names`` order) ->
         ``{output name: tensor}``."""
         if len(self.output_names) == 1:
             return {self.output_names[0]: outputs}
@@ -159,11 +160,11 @@ class Head(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if isinstance(inputs, dict):
-            return self.name_outputs(self.forward(self._select(inputs), training=training))
-        return self.forward(inputs, training=training)
+            return self.name_outputs(self.decode(self._select(inputs), training=training))
+        return self.decode(inputs, training=training)
 
-    def forward(self, inputs, training=None):
-        raise NotImplementedError(f"{type(self).__name__} must implement forward().")
+    def decode(self, inputs, training=None):
+        raise NotImplementedError(f"{type(self).__name__} must implement decode().")
 
     def compute_output_spec(self, inputs, training=None):
         if isinstance(inputs, dict):
@@ -171,7 +172,7 @@ class Head(keras.layers.Layer):
         return self.output_spec(inputs)
 
     def output_spec(self, inputs):
-        """Symbolic outputs of ``forward``: float32 logits ``(B, H, W, num_classes)`` at the
+        """Symbolic outputs of ``decode``: float32 logits ``(B, H, W, num_classes)`` at the
         input's size, one per output name (a tuple when there are several)."""
         shape = tuple(inputs.shape[:3]) + (self.num_classes,)
         specs = tuple(keras.KerasTensor(shape, dtype="float32") for _ in self.output_names)

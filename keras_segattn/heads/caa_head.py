@@ -159,7 +159,7 @@ class CAAHead(Head):
         self.fuse.build(shape[:3] + (2 * self.filters,))
         self.conv_seg.build(shape[:3] + (self.channels,))
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         x = self.entry(inputs, training=training)
         x = ops.cast(self.attention(x, training=training), x.dtype)
         x = self.end(x, training=training)

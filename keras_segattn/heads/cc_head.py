@@ -93,7 +93,7 @@ class CCHead(Head):
         self.bottleneck.build(shape[:3] + (in_channels + inter,))
         self.conv_seg.build(shape[:3] + (self.channels,))
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         y = self.conva(inputs, training=training)
         for _ in range(self.recurrence):
             y = self.cca(y)

@@ -26,7 +26,7 @@ class DualAttentionHead(Head):
 
     A subclass creates the two attention layers (named ``"sa"`` and ``"sc"``, returned by
     ``attention_layers()``) and its classifiers in ``__init__`` and combines ``sa``/``sc`` in
-    ``forward`` (``self.branches(x)``).
+    ``decode`` (``self.branches(x)``).
     """
 
     def __init__(self, num_classes, inter_channels=None, reduction=8, dropout=0.1,
@@ -151,7 +151,7 @@ class DANetHead(DualAttentionHead):
     def classifiers(self):
         return (self.conv6, self.conv7, self.conv8)
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         sa, sc = self.branches(inputs, training)
         fused = apply_classifier(self.drop8, self.conv8, sa + sc, training)
         position = apply_classifier(self.drop6, self.conv6, sa, training)

@@ -85,7 +85,7 @@ class EANetHead(Head):
             self.conv_cat.build(shape[:3] + (input_shape[-1] + self.channels,))
         self.conv_seg.build(inner)
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         x = self.conv_in(inputs, training=training)
         x = ops.cast(self.attention(x), x.dtype)
         x = self.conv_out(x, training=training)

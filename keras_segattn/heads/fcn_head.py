@@ -78,7 +78,7 @@ class FCNHead(Head):
             self.conv_cat.build(shape[:3] + (in_channels + self.channels,))
         self.conv_seg.build(shape[:3] + (self.channels,))
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         x = inputs
         for conv in self.convs:
             x = conv(x, training=training)

@@ -74,7 +74,7 @@ class FLANetOutput(Head):
         self.conv.build(shape)
         self.conv_seg.build(shape[:3] + (self.mid_channels,))
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         # Nearest x2: (B, H, W, C) -> (B, 2H, 2W, C).
         x = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)
         x = self.conv(x, training=training)
@@ -139,7 +139,7 @@ class FLANetHead(Head):
         self.attention.build(inner)
         self.output_block.build(shape[:3] + (input_shape[-1] + self.channels,))
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         x = self.conv_b(self.conv_a(inputs, training=training), training=training)
         x = self.attention(x, training=training)
         x = ops.concatenate([inputs, ops.cast(x, inputs.dtype)], axis=-1)

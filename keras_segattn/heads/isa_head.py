@@ -146,7 +146,7 @@ class ISAHead(Head):
         self.isa.build(shape[:3] + (self.channels,))
         self.conv_seg.build(shape[:3] + (self.channels,))
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         x = self.in_conv(inputs, training=training)
         x = self.isa(x, training=training)
         return self._classify(x, training)

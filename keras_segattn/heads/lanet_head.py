@@ -63,7 +63,7 @@ class LANetHead(DualAttentionHead):
     def classifiers(self):
         return (self.conv_seg,)
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         sa, sc = self.branches(inputs, training)
         return self._classify(sa + sc, training)
 

@@ -49,7 +49,7 @@ class NLHead(FCNHead):
         super().build_head(input_shape)
         self.nl_block.build(tuple(input_shape[:3]) + (self.channels,))
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         x = self.convs[0](inputs, training=training)
         x = self.nl_block(x, training=training)
         x = self.convs[1](x, training=training)

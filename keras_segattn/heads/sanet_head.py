@@ -89,7 +89,7 @@ class SANetHead(Head):
         self.conv_seg.build((batch, None, None, self.channels))
         self.image_classifier.build((batch, self.stage_channels))
 
-    def forward(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         finest = inputs[0]
         merged = []
         for block, feature in zip(self.squeeze_attention, inputs):
