@@ -321,6 +321,9 @@ def _load_directory(directory, load_weights, expected_class, overrides):
             )
     with open(config_path, encoding="utf-8") as file:
         config = json.load(file)
+    registered = keras.saving.get_registered_object(str(config.get("registered_name")))
+    if isinstance(registered, type):  # checked before the (slow) build
+        _check_class(registered, expected_class, directory)
     if overrides:
         config = dict(config, config={**config.get("config", {}), **overrides})
     model = keras.saving.deserialize_keras_object(config)

@@ -811,3 +811,17 @@ def test_real_checkpoint(name, tmp_path_factory):
     logits = model.predict(np.zeros((1, 64, 96, 3), "float32"), verbose=0)
     assert logits.shape == (1, 64, 96, info["options"]["num_classes"])
     assert np.isfinite(logits).all()
+
+
+def test_docstring_examples():
+    import doctest
+
+    import keras_segattn
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(presets, "presets"):
+        test.globs = {"keras_segattn": keras_segattn, **vars(presets)}
+        runner.run(test, clear_globs=True)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0 and result.attempted >= 3
