@@ -14,6 +14,7 @@ parameter counts against mmseg's).
 """
 
 import collections
+import functools
 import hashlib
 import http.server
 import io
@@ -783,6 +784,7 @@ class TestSaveToPreset(TestCase):
 # ------------------------------------------------------------------------------------------
 # The real checkpoints (network)
 # ------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _reachable(host="download.openmmlab.com"):
     try:
         socket.create_connection((host, 443), timeout=5).close()
