@@ -23,3 +23,6 @@ from keras_segattn.models.flanet import FLANet
 from keras_segattn.models.sanet import SANet
 from keras_segattn.models.lanet import LANet
 from keras_segattn.models.attention_to_scale import AttentionToScale
+from keras_segattn.models.presets import (
+    from_preset, list_presets, preset_info, save_to_preset,
+)
