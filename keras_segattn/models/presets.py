@@ -45,7 +45,9 @@ import uuid
 import keras
 import numpy as np
 
+from keras_segattn import convert
 from keras_segattn.models import mmseg_presets
+from keras_segattn.version import __version__
 
 PRESETS = mmseg_presets.PRESETS
 DEFAULTS = mmseg_presets.DEFAULTS
@@ -261,11 +263,9 @@ def _is_converted(preset_dir, name, entry):
 
 def _convert(name, entry, checkpoint, digest, preset_dir):
     """Build the architecture, port the checkpoint, write the preset directory atomically."""
-    from keras_segattn import convert, models
-
     print(f"Converting {os.path.basename(checkpoint)} to the Keras preset {preset_dir}",
           flush=True)
-    model = models.get(entry["model"], **entry["options"])
+    model = _model_class(entry["model"])(**entry["options"])
     convert.load_reference_weights(model, checkpoint)
     parent = os.path.dirname(preset_dir)
     staging = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
@@ -294,9 +294,9 @@ def _convert(name, entry, checkpoint, digest, preset_dir):
 # Loading and saving
 # ----------------------------------------------------------------------------------------
 def _model_class(class_name):
-    from keras_segattn import models
-
-    return getattr(models, class_name)
+    """The registered model class of that name (registered when ``keras_segattn`` is
+    imported)."""
+    return keras.saving.get_registered_object(f"keras_segattn>{class_name}")
 
 
 def _check_class(model_class, expected_class, preset):
@@ -309,8 +309,6 @@ def _check_class(model_class, expected_class, preset):
 
 
 def _load_directory(directory, load_weights, expected_class, overrides):
-    import keras_segattn.models  # noqa: F401 - registers the model classes
-
     config_path = os.path.join(directory, CONFIG_FILE)
     weights_path = os.path.join(directory, WEIGHTS_FILE)
     for path in (config_path,) + ((weights_path,) if load_weights else ()):
@@ -375,9 +373,7 @@ def from_preset(preset, *, load_weights=True, cache_dir=None, expected_class=Non
     entry = PRESETS[name]
     _check_class(_model_class(entry["model"]), expected_class, preset)
     if not load_weights:
-        from keras_segattn import models
-
-        return models.get(entry["model"], **{**entry["options"], **kwargs})
+        return _model_class(entry["model"])(**{**entry["options"], **kwargs})
     if "requires" in entry:
         raise ValueError(
             f"Preset {name!r} cannot be loaded yet: porting it needs {entry['requires']}. "
@@ -431,8 +427,6 @@ def save_to_preset(model, preset_dir, *, class_names=None, palette=None, **metad
             colours (used by the command line to label and colour predictions).
         **metadata: more JSON-serializable fields (e.g. ``dataset="cityscapes"``).
     """
-    from keras_segattn import version
-
     if not isinstance(model, keras.Model):
         raise TypeError(f"save_to_preset: expected a keras.Model, got {type(model).__name__}.")
     if not model.built:
@@ -443,7 +437,7 @@ def save_to_preset(model, preset_dir, *, class_names=None, palette=None, **metad
         json.dump(keras.saving.serialize_keras_object(model), file, indent=2)
     model.save_weights(os.path.join(preset_dir, WEIGHTS_FILE))
     info = {
-        "keras_segattn_version": version.__version__,
+        "keras_segattn_version": __version__,
         "keras_version": keras.__version__,
         "preset_format": PRESET_FORMAT,
         "date_saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -49,6 +49,7 @@ from keras_segattn.common import MAIN_OUTPUT
 from keras_segattn.heads.base import Head
 from keras_segattn.layers.normalization import ImageNormalization
 from keras_segattn.layers.resize import Resize
+from keras_segattn.models import presets
 
 
 def resolve_backbone(backbone, output_stride=8, input_shape=(None, None, 3), weights=None,
@@ -363,6 +364,23 @@ class Segmenter(keras.Model):
                 f"would leave them random: {unmapped[:8]}{' ...' if len(unmapped) > 8 else ''}."
             )
         return mapping
+
+    # -- presets ------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """A pretrained model of this class from a preset name or directory
+        (``keras_segattn.models.from_preset``; e.g.
+        ``DANet.from_preset("danet_resnet101_cityscapes")``)."""
+        return presets.from_preset(preset, expected_class=cls, **kwargs)
+
+    @classmethod
+    def presets(cls):
+        """Names of the built-in presets of this class (``list_presets(model=cls)``)."""
+        return presets.list_presets(model=None if cls is Segmenter else cls)
+
+    def save_to_preset(self, preset_dir, **metadata):
+        """Write this model as a preset directory (``keras_segattn.models.save_to_preset``)."""
+        presets.save_to_preset(self, preset_dir, **metadata)
 
     # -- serialization ------------------------------------------------------------------
     def get_config(self):

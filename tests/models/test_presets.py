@@ -763,6 +763,24 @@ class TestSaveToPreset(TestCase):
                                              "with {'channels': 16}"):
             models.from_preset(directory, channels=16)
 
+    def test_class_methods(self, tmp_path):
+        model = self._model()
+        directory = str(tmp_path / "mine")
+        model.save_to_preset(directory, class_names=["sky", "road", "car"])
+        images = _images(1)
+        loaded = models.FCN.from_preset(directory)
+        assert type(loaded) is models.FCN
+        self.assertAllClose(loaded(images)["logits"], model(images)["logits"], atol=0, rtol=0)
+        assert type(models.Segmenter.from_preset(directory)) is models.FCN
+        with pytest.raises(ValueError, match="is a FCN, not a DANet"):
+            models.DANet.from_preset(directory)
+        with pytest.raises(ValueError, match="is a DANet, not a CCNet"):
+            models.CCNet.from_preset("danet_resnet101_cityscapes", cache_dir=tmp_path)
+        assert models.DANet.presets() == models.list_presets(model="DANet")
+        assert "danet_resnet101_cityscapes" in models.DANet.presets()
+        assert not any(name.startswith("fcn") for name in models.DANet.presets())
+        assert len(models.Segmenter.presets()) == len(models.list_presets())
+
     def test_errors(self, tmp_path):
         model = self._model()
         with pytest.raises(ValueError, match="2 class_names for a model with num_classes=3"):
