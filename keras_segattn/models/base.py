@@ -73,6 +73,7 @@ import re
 
 import keras
 
+from keras_segattn.backbones import get_backbone, input_normalization, pyramid_outputs
 from keras_segattn.layers.normalization import ImageNormalization
 from keras_segattn.layers.resize import Resize
 from keras_segattn.optimizers import SGD
@@ -120,26 +121,14 @@ def get(name, **kwargs):
 # ----------------------------------------------------------------------------------------
 def resolve_backbone(backbone, output_stride=8, input_shape=(None, None, 3), weights=None,
                      multi_grid=None):
-    """Return a backbone ``keras.Model`` with ``pyramid_level_inputs``.
+    """Return a backbone ``keras.Model`` with pyramid features ``P2``..``P5``.
 
-    ``backbone`` is a name (built with ``keras_segattn.backbones.get_backbone``), an already
-    built backbone model (used as is), or a serialized backbone dict (from ``get_config``).
+    ``backbone`` is a name, a backbone instance or a serialized backbone dict:
+    ``keras_segattn.backbones.get_backbone`` builds it, rebuilds a ResNet instance dilated at
+    ``output_stride``, and checks that any other backbone has that stride.
     """
-    if isinstance(backbone, dict):
-        backbone = keras.saving.deserialize_keras_object(backbone)
-    if isinstance(backbone, str):
-        from keras_segattn.backbones import get_backbone
-
-        backbone = get_backbone(
-            backbone=backbone, output_stride=output_stride, multi_grid=multi_grid,
-            weights=weights, input_shape=tuple(input_shape),
-        )
-    if not isinstance(backbone, keras.Model) or not hasattr(backbone, "pyramid_level_inputs"):
-        raise ValueError(
-            "backbone must be a backbone name (see keras_segattn.backbones) or a KerasCV-style "
-            f"backbone model with `pyramid_level_inputs`; got {type(backbone).__name__}."
-        )
-    return backbone
+    return get_backbone(backbone, output_stride=output_stride, multi_grid=multi_grid,
+                        weights=weights, input_shape=tuple(input_shape))
 
 
 def build_trunk(backbone, input_shape=(None, None, 3), levels=("P2", "P3", "P4", "P5")):
@@ -154,13 +143,8 @@ def build_trunk(backbone, input_shape=(None, None, 3), levels=("P2", "P3", "P4",
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}.")
     inputs = keras.Input(shape=input_shape, name="images")
-    levels = [level for level in levels if level in backbone.pyramid_level_inputs]
-    extractor = keras.Model(
-        backbone.inputs,
-        {level: backbone.get_layer(backbone.pyramid_level_inputs[level]).output for level in levels},
-        name="backbone",
-    )
-    x = ImageNormalization(name="normalize")(inputs)
+    extractor = keras.Model(backbone.inputs, pyramid_outputs(backbone, levels), name="backbone")
+    x = ImageNormalization(name="normalize", **input_normalization(backbone))(inputs)
     return inputs, extractor(x)
 
 
