@@ -176,8 +176,8 @@ def _check_kerascv_preset_config(config, family, spec, where):
     return config.get("weights") or "model.weights.h5", bool(inner.get("include_rescaling"))
 
 
-def _kerascv_imagenet(model, name, preset):
-    """Weights of a KerasCV 0.9 preset (needs keras-cv) copied by layer name."""
+def _kerascv_preset(name, preset):
+    """The KerasCV 0.9 preset backbone (needs keras-cv) of a ``*_kerascv`` name."""
     try:
         import keras_cv  # optional dependency: only the *_kerascv ImageNet weights need it
     except ImportError as error:
@@ -188,7 +188,7 @@ def _kerascv_imagenet(model, name, preset):
         ) from error
     cls = keras_cv.models.ResNetV2Backbone if "_v2" in name else keras_cv.models.ResNetBackbone
     try:
-        source = cls.from_preset(preset)
+        return cls.from_preset(preset)
     except Exception as error:  # noqa: BLE001 - kagglehub/network errors of every kind
         raise WeightsNotAvailableError(
             f"Could not download the KerasCV preset {preset!r} for {name!r}: "
@@ -197,8 +197,6 @@ def _kerascv_imagenet(model, name, preset):
             f"'{name}.weights.h5')\ncopy the file here and pass weights='/path/{name}.weights.h5' "
             "with input_normalization={'mean': 0, 'std': 255} (the preset rescales x / 255)."
         ) from error
-    weights.copy_weights_by_name(source, model, f"KerasCV preset {preset!r}")
-    return pyramid.UNIT_SCALING if source.include_rescaling else None
 
 
 def _load_reference_checkpoint(model, path):
@@ -211,15 +209,15 @@ def _load_reference_checkpoint(model, path):
     convert.load_reference_weights(model, state)
 
 
-def _load_local(model, family, spec, path, name):
-    """Weights from a local file or directory; returns the normalisation they imply (or None)."""
+def _kerashub_preset(spec, preset, name, where):
+    source, normalization = weights.read_kerashub_preset(preset)
+    _check_kerashub_layout(source, spec, name, where)
+    return "copy", source, normalization
+
+
+def _local_weights(family, spec, path, name):
+    """``(kind, value, normalization)`` of a local file or directory (see ``_fetch``)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"Backbone weights {path!r} do not exist. Pass a KerasHub preset name or directory, "
-            "a .weights.h5 / .keras file saved from a backbone of the same depth, "
-            "weights='imagenet', or weights=None."
-        )
     if os.path.isdir(path):
         config_path = os.path.join(path, "config.json")
         if not os.path.exists(config_path):
@@ -229,21 +227,16 @@ def _load_local(model, family, spec, path, name):
                     f"Directory {path!r} has neither a config.json (a preset) nor a "
                     "model.weights.h5 file."
                 )
-            weights.load_weights_file(model, weights_path, name)
-            return None
+            return "file", weights_path, None
         if family == "kerashub":
-            source, normalization = weights.read_kerashub_preset(path)
-            _check_kerashub_layout(source, spec, name, f"Preset directory {path!r}")
-            weights.copy_weights_by_name(source, model, f"preset directory {path!r}")
-            return normalization
+            return _kerashub_preset(spec, path, name, f"Preset directory {path!r}")
         try:
             with open(config_path) as f:
                 config = json.load(f)
         except (OSError, ValueError) as error:
             raise ValueError(f"Unreadable preset config {config_path!r}: {error}") from error
-        if family == "v1c":
-            weights_file, rescaling = "model.weights.h5", False
-        else:
+        weights_file, rescaling = "model.weights.h5", False
+        if family != "v1c":
             weights_file, rescaling = _check_kerascv_preset_config(
                 config, family, spec, f"Preset directory {path!r}")
         weights_path = os.path.join(path, weights_file)
@@ -251,14 +244,11 @@ def _load_local(model, family, spec, path, name):
             raise FileNotFoundError(
                 f"Preset directory {path!r} has no weights file {weights_file!r}."
             )
-        weights.load_weights_file(model, weights_path, name)
-        return pyramid.UNIT_SCALING if rescaling else None
+        return "file", weights_path, pyramid.UNIT_SCALING if rescaling else None
     if path.endswith((".weights.h5", ".keras")):
-        weights.load_weights_file(model, path, name)
-        return None
+        return "file", path, None
     if family == "v1c" and path.endswith((".pth", ".pt", ".bin", ".npz")):
-        _load_reference_checkpoint(model, path)
-        return None
+        return "reference", path, None
     raise ValueError(
         f"Backbone weights {path!r}: expected a KerasHub preset directory, a '.weights.h5' "
         "file (Keras 3 save_weights), a '.keras' file"
@@ -276,35 +266,47 @@ def _imagenet_source(name):
     return IMAGENET_WEIGHTS[name]
 
 
-def _is_imagenet(weights_arg):
-    return isinstance(weights_arg, str) and weights_arg.lower() == "imagenet"
+def _fetch(family, spec, weights_arg, name):
+    """Everything about the weights that can fail or download, before the network is built.
 
-
-def _load(model, family, spec, weights_arg, name):
-    """Load ``weights_arg`` into ``model``; returns the input normalisation the weights imply
-    (``None``: the default, ImageNet mean/std)."""
+    Returns ``(kind, value, normalization)``: ``("copy", backbone)`` -- a preset's backbone
+    to copy by layer name, ``("file", path)`` -- a Keras weights file, ``("reference",
+    path)`` -- an mmseg/mmcv checkpoint; ``normalization`` is what the weights imply
+    (``None``: the default, ImageNet mean/std).
+    """
     source = weights_arg
-    if _is_imagenet(weights_arg):
+    if isinstance(weights_arg, str) and weights_arg.lower() == "imagenet":
         source = _imagenet_source(name)
         if family == "v1c":
-            path = weights.download_checkpoint(source, source.rsplit("-", 1)[-1][:-len(".pth")])
-            _load_reference_checkpoint(model, path)
-            return None
+            prefix = source.rsplit("-", 1)[-1][: -len(".pth")]
+            return "reference", weights.download_checkpoint(source, prefix), None
         if family.startswith("kerascv"):
-            return _kerascv_imagenet(model, name, source)
-    if isinstance(source, (str, os.PathLike)) and os.path.exists(os.fspath(source)):
-        return _load_local(model, family, spec, source, name)
+            preset = _kerascv_preset(name, source)
+            return "copy", preset, pyramid.UNIT_SCALING if preset.include_rescaling else None
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"weights must be None, 'imagenet', a KerasHub preset or a path, got "
+            f"{type(weights_arg).__name__}."
+        )
+    if os.path.exists(os.fspath(source)):
+        return _local_weights(family, spec, source, name)
     if family == "kerashub" and weights.is_remote_preset(source):
-        preset, normalization = weights.read_kerashub_preset(source)
-        _check_kerashub_layout(preset, spec, name, f"KerasHub preset {source!r}")
-        weights.copy_weights_by_name(preset, model, f"KerasHub preset {source!r}")
-        return normalization
-    if isinstance(source, (str, os.PathLike)):
-        return _load_local(model, family, spec, source, name)  # raises FileNotFoundError
-    raise TypeError(
-        f"weights must be None, 'imagenet', a KerasHub preset or a path, got "
-        f"{type(weights_arg).__name__}."
+        return _kerashub_preset(spec, source, name, f"KerasHub preset {source!r}")
+    raise FileNotFoundError(
+        f"Backbone weights {os.fspath(source)!r}: no such file or directory"
+        + (", and not a KerasHub preset name or handle" if family == "kerashub" else "")
+        + ". Pass weights='imagenet', a preset, a .weights.h5 / .keras file saved from a "
+        "backbone of the same depth, or weights=None."
     )
+
+
+def _apply(model, kind, value, name):
+    if kind == "copy":
+        weights.copy_weights_by_name(value, model, f"the preset of {name!r}")
+    elif kind == "file":
+        weights.load_weights_file(model, value, name)
+    else:
+        _load_reference_checkpoint(model, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,16 +376,14 @@ def get_backbone(backbone="resnet50", output_stride=8, multi_grid=None, weights=
     output_stride = 32 if output_stride is None else validate_output_stride(output_stride)
     multi_grid = validate_multi_grid(multi_grid)
     input_normalization = pyramid.check_normalization(input_normalization)
-    if _is_imagenet(weights):
-        _imagenet_source(name)  # raises before anything is built
     family, spec = BACKBONE_SPECS[name]
+    fetched = None if weights is None else _fetch(family, spec, weights, name)
+    if input_normalization is None and fetched is not None:
+        input_normalization = pyramid.check_normalization(fetched[2])
     model = _build(family, spec, output_stride, multi_grid, input_shape, input_normalization,
                    f"{name}_os{output_stride}")
-    if weights is None:
-        return model
-    implied = _load(model, family, spec, weights, name)
-    if input_normalization is None and implied is not None:
-        model.input_normalization = pyramid.check_normalization(implied)
+    if fetched is not None:
+        _apply(model, fetched[0], fetched[1], name)
     return model
 
 
