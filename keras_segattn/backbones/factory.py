@@ -148,7 +148,11 @@ def _build(family, spec, output_stride, multi_grid, input_shape, input_normaliza
 
 
 def _check_kerashub_layout(source, spec, name, where):
-    layout = layout_of(source, where)
+    _check_layout(layout_of(source, where), spec, name, where)
+
+
+def _check_layout(layout, spec, name, where):
+    layout = {key: layout[key] for key in spec}
     if layout != spec:
         different = {key: (layout[key], spec[key]) for key in spec if layout[key] != spec[key]}
         raise ValueError(
@@ -210,6 +214,12 @@ def _load_reference_checkpoint(model, path):
 
 
 def _kerashub_preset(spec, preset, name, where):
+    config_path = os.path.join(os.fspath(preset), "config.json")
+    if os.path.exists(config_path):  # a local preset: check the layout before loading weights
+        with open(config_path) as f:
+            config = json.load(f).get("config", {})
+        if all(key in config for key in spec):
+            _check_layout(config, spec, name, where)
     source, normalization = weights.read_kerashub_preset(preset)
     _check_kerashub_layout(source, spec, name, where)
     return "copy", source, normalization

@@ -223,13 +223,20 @@ def load_weights_file(model, path, name):
 # Downloaded checkpoints (mmcv model zoo)
 # ---------------------------------------------------------------------------------------------
 def cache_directory():
-    """Where downloaded checkpoints are kept: ``$KERAS_HOME/keras_segattn`` (default
-    ``~/.keras/keras_segattn``; ``/tmp/.keras/keras_segattn`` when that is not writable, as
-    ``keras.utils.get_file`` does)."""
+    """Where downloaded checkpoints are kept (created if needed): ``$KERAS_HOME/keras_segattn``
+    (default ``~/.keras/keras_segattn``; ``/tmp/.keras/keras_segattn`` when that cannot be
+    written, as ``keras.utils.get_file`` does)."""
     base = os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
-    if not os.access(base, os.W_OK) and os.path.exists(base):
-        base = os.path.join("/tmp", ".keras")
-    return os.path.join(base, "keras_segattn")
+    directory = os.path.join(base, "keras_segattn")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        directory = os.path.join("/tmp", ".keras", "keras_segattn")
+        os.makedirs(directory, exist_ok=True)
+    if not os.access(directory, os.W_OK):
+        directory = os.path.join("/tmp", ".keras", "keras_segattn")
+        os.makedirs(directory, exist_ok=True)
+    return directory
 
 
 def _sha256(path):
