@@ -48,18 +48,8 @@ class TestKerasHubEquivalence(TestCase):
         for key in expected:
             np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 
-    @pytest.mark.parametrize("variant", ["v1_bottleneck", "vd_basic", "v2_bottleneck"])
-    def test_dilated_keeps_weights_and_layer_names(self, variant, tmp_path):
-        source = make_kerashub_preset(tmp_path, KERASHUB_TINY[variant])
-        for output_stride in (8, 16):
-            ours = DilatedKerasHubResNetBackbone.from_preset(str(tmp_path),
-                                                             output_stride=output_stride)
-            assert_same_weights(ours, source)
-            named = {layer.name for layer in ours.layers if layer.weights}
-            assert named == {layer.name for layer in source.layers if layer.weights}
-
-    @pytest.mark.parametrize("output_stride", [8, 16, 32])
-    @pytest.mark.parametrize("variant", ["v1_bottleneck", "vd_bottleneck", "v2_basic"])
+    @pytest.mark.parametrize("variant, output_stride", [
+        ("v1_bottleneck", 8), ("vd_bottleneck", 16), ("v2_basic", 8), ("v1_basic", 32)])
     def test_feature_strides(self, variant, output_stride):
         model = DilatedKerasHubResNetBackbone(**KERASHUB_TINY[variant],
                                               output_stride=output_stride)
