@@ -40,7 +40,9 @@ import keras
 import keras_hub
 
 from keras_segattn.backbones import pyramid, weights
-from keras_segattn.backbones.dilation import dilation_plan, validate_multi_grid, validate_output_stride
+from keras_segattn.backbones.dilation import (
+    dilation_plan, validate_multi_grid, validate_output_stride,
+)
 
 BN_AXIS = 3
 BN_EPSILON = 1.001e-5  # KerasCV / keras.applications value

@@ -43,7 +43,9 @@ import keras_hub
 from keras import ops
 
 from keras_segattn.backbones import pyramid, weights
-from keras_segattn.backbones.dilation import block_rates, validate_multi_grid, validate_output_stride
+from keras_segattn.backbones.dilation import (
+    block_rates, validate_multi_grid, validate_output_stride,
+)
 
 BLOCK_TYPES = ("basic_block", "bottleneck_block", "basic_block_vd", "bottleneck_block_vd")
 BN_EPSILON = 1e-5  # KerasHub / PyTorch
@@ -242,7 +244,7 @@ class DilatedKerasHubResNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         self.pyramid_level_inputs = level_names
         # Informational: the largest 3x3 dilation of each stage (multi-grid included).
         self.stackwise_dilations = [
-            max(max(first, rate if not bottleneck else first) for _, first, rate in stage_rates)
+            max(first if bottleneck else max(first, rate) for _, first, rate in stage_rates)
             for stage_rates in rates
         ]
 

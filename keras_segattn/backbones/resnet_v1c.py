@@ -39,7 +39,9 @@ import keras_hub
 
 from keras_segattn import convert
 from keras_segattn.backbones import pyramid
-from keras_segattn.backbones.dilation import block_rates, validate_multi_grid, validate_output_stride
+from keras_segattn.backbones.dilation import (
+    block_rates, validate_multi_grid, validate_output_stride,
+)
 
 BN_EPSILON = 1e-5  # PyTorch BatchNorm2d
 BN_MOMENTUM = 0.9  # Keras meaning; PyTorch momentum 0.1

@@ -23,12 +23,12 @@ Nothing is downloaded unless weights are asked for. Without the network a
 """
 
 import hashlib
+import io
 import json
 import os
 import re
 import warnings
 import zipfile
-import io
 
 import keras
 import keras_hub

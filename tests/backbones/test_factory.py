@@ -2,7 +2,6 @@
 
 import keras
 import keras_hub
-import numpy as np
 import pytest
 
 from backbone_checks import (
@@ -93,7 +92,8 @@ class TestImageNetOffline(TestCase):
             raise ConnectionError("Failed to resolve 'api.kaggle.com'")
 
         monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", offline)
-        with pytest.raises(WeightsNotAvailableError, match="save_to_preset\\('resnet_101_imagenet'"):
+        with pytest.raises(WeightsNotAvailableError,
+                           match="save_to_preset\\('resnet_101_imagenet'"):
             get_backbone("resnet101", weights="imagenet")
         with pytest.raises(WeightsNotAvailableError, match="resnet34.a1_in1k"):
             models.DANet(num_classes=19, backbone="resnet34", backbone_weights="imagenet")
@@ -135,7 +135,8 @@ class TestLocalPresets(TestCase):
         assert tuple(p5.shape) == (1, 8, 8, 2048)
 
     def test_preset_of_another_depth(self, resnet101_preset):
-        with pytest.raises(ValueError, match=r"different ResNet than 'resnet50'.*stackwise_num_blocks"):
+        with pytest.raises(ValueError,
+                           match=r"different ResNet than 'resnet50'.*stackwise_num_blocks"):
             get_backbone("resnet50", weights=resnet101_preset[0])
         with pytest.raises(ValueError, match="different ResNet than 'resnet101_vd'"):
             get_backbone("resnet101_vd", weights=resnet101_preset[0])

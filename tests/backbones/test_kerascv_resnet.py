@@ -3,7 +3,6 @@ keras_cv; compared with KerasCV's own classes when keras-cv is installed."""
 
 import json
 import math
-import os
 
 import keras
 import numpy as np
