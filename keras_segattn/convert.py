@@ -277,7 +277,11 @@ def load_reference_weights(layer, weights, strip_prefix=""):
             (k[len(strip_prefix):] if k.startswith(strip_prefix) else k): v
             for k, v in weights.items()
         }
-    weights = {k: v for k, v in weights.items() if not k.endswith(_IGNORED_SUFFIXES)}
+    # A layer may name reference keys it deliberately does not port (e.g. the ImageNet
+    # classifier ``fc.*`` of a backbone checkpoint): ``reference_ignored_prefixes``.
+    ignored = tuple(getattr(layer, "reference_ignored_prefixes", ()))
+    weights = {k: v for k, v in weights.items()
+               if not k.endswith(_IGNORED_SUFFIXES) and not (ignored and k.startswith(ignored))}
     mapping = layer.reference_weight_mapping()
 
     missing = sorted(set(mapping) - set(weights))

@@ -146,4 +146,9 @@ class NamedSegmenter(Segmenter):
             config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         if isinstance(config.get("input_shape"), list):
             config["input_shape"] = tuple(config["input_shape"])
-        return cls(**config)
+        # The serialized backbone is rebuilt here and its weights come from the saved file:
+        # ``backbone_weights`` (how the original was initialised) is recorded, not reloaded.
+        backbone_weights = config.pop("backbone_weights", None)
+        model = cls(**config)
+        model._segattn_config["backbone_weights"] = backbone_weights
+        return model

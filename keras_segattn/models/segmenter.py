@@ -44,7 +44,7 @@ import warnings
 import keras
 
 from keras_segattn import recipe
-from keras_segattn.backbones.pyramid import LEVELS, input_normalization, pyramid_outputs
+from keras_segattn.backbones import LEVELS, get_backbone, input_normalization, pyramid_outputs
 from keras_segattn.common import MAIN_OUTPUT
 from keras_segattn.heads.base import Head
 from keras_segattn.layers.normalization import ImageNormalization
@@ -52,24 +52,25 @@ from keras_segattn.layers.resize import Resize
 from keras_segattn.models import presets
 
 
-def resolve_backbone(backbone, output_stride=8, input_shape=(None, None, 3), weights=None,
+def resolve_backbone(backbone, output_stride=None, input_shape=None, weights=None,
                      multi_grid=None):
-    """A backbone ``keras.Model``: a name (``keras_segattn.backbones.get_backbone``), a
-    serialized backbone dict (from ``get_config``), or a built backbone model (used as is)."""
-    if isinstance(backbone, dict):
-        backbone = keras.saving.deserialize_keras_object(backbone)
-    if isinstance(backbone, str):
-        from keras_segattn.backbones import get_backbone
-
-        backbone = get_backbone(backbone=backbone, output_stride=output_stride,
-                                multi_grid=multi_grid, weights=weights,
-                                input_shape=tuple(input_shape))
-    if not isinstance(backbone, keras.Model):
+    """A backbone ``keras.Model`` honouring ``output_stride``
+    (``keras_segattn.backbones.get_backbone``): a name (built; default output stride 8), a
+    serialized backbone dict, or an instance (a ResNet is rebuilt dilated at
+    ``output_stride`` with its weights, any other pyramid backbone must have that stride;
+    ``None`` keeps the instance's own stride). ``input_shape``: for a name, default
+    ``(None, None, 3)``; for an instance, ``None`` keeps its own."""
+    if not isinstance(backbone, (str, dict, keras.Model)):
         raise ValueError(
             "backbone must be a backbone name (see keras_segattn.backbones) or a backbone "
             f"keras.Model with pyramid outputs; got {type(backbone).__name__}."
         )
-    return backbone
+    if isinstance(backbone, str):
+        output_stride = 8 if output_stride is None else output_stride
+        input_shape = (None, None, 3) if input_shape is None else input_shape
+    return get_backbone(backbone, output_stride=output_stride, multi_grid=multi_grid,
+                        weights=weights,
+                        input_shape=None if input_shape is None else tuple(input_shape))
 
 
 def feature_extractor(backbone, levels):
@@ -144,7 +145,8 @@ class Segmenter(keras.Model):
                  align_corners=False, **kwargs):
         auxiliary_heads = list(auxiliary_heads or ())
         heads = _check_heads(decode_head, auxiliary_heads)
-        backbone = resolve_backbone(backbone)
+        backbone = resolve_backbone(
+            backbone, input_shape=input_shape if isinstance(backbone, str) else None)
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}.")
