@@ -32,6 +32,8 @@ import os
 
 import numpy as np
 
+from keras_segattn import validation
+
 logger = logging.getLogger("keras_segattn.inference")
 
 MODES = ("whole", "slide", "multiscale")
@@ -213,6 +215,7 @@ def _check_images(images):
         raise ValueError(
             f"predict_logits: expected RGB images of shape (B, H, W, 3) or (H, W, 3), got {images.shape}"
         )
+    validation.check_image_array(images)  # NaN/Inf: one-line ValueError naming the image
     return images.astype("float32")
 
 
@@ -645,7 +648,8 @@ def to_rgb_uint8(image):
 def expand_inputs(inputs):
     """Expand files, folders (recursively, image extensions) and globs into a file list.
 
-    Returns ``(files, missing)``: ``missing`` lists inputs that matched nothing.
+    Returns ``(files, missing)``: ``missing`` lists inputs that matched nothing (including
+    folders without image files).
     """
     files, missing = [], []
     for item in inputs:
@@ -657,6 +661,8 @@ def expand_inputs(inputs):
                     os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)
                 )
             files.extend(sorted(found))
+            if not found:  # a folder without images is an input that matched nothing
+                missing.append(item)
         elif os.path.isfile(item):
             files.append(item)
         elif glob.has_magic(item):
@@ -754,7 +760,8 @@ def predict_files(
         )
     palette = get_palette(palette) if isinstance(palette, str) else np.asarray(palette, "uint8")
     files, missing = expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
-    failed = [(m, "no such file, folder or glob match") for m in missing]
+    failed = [(m, f"folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+               if os.path.isdir(m) else "no such file, folder or glob match") for m in missing]
     for m in missing:
         logger.error("predict: input %r matched no file; skipped", m)
     if not files and not missing:

@@ -73,6 +73,7 @@ import re
 
 import keras
 
+from keras_segattn import validation
 from keras_segattn.layers.normalization import ImageNormalization
 from keras_segattn.layers.resize import Resize
 from keras_segattn.optimizers import SGD
@@ -398,6 +399,30 @@ class SegmentationModel(keras.Model):
         return super().compute_metrics(
             x, self._broadcast(y, y_pred), y_pred, self._broadcast(sample_weight, y_pred)
         )
+
+    # -- input checks at the entry points (keras_segattn.validation; issue 10) ---------
+    # Labels outside [0, num_classes) other than 255, float labels and NaN/Inf images fail
+    # with one-line ValueErrors: arrays are checked here, tf.data datasets per batch in
+    # their own graph; the errors of those in-graph checks are re-raised in one line.
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        x, y = validation.checked_data(x, y, self.num_classes, batch_size)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = validation.checked_validation_data(
+                kwargs["validation_data"], self.num_classes,
+                kwargs.get("validation_batch_size") or batch_size)
+        with validation.one_line_errors():
+            return super().fit(x, y, batch_size, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        if x is not None:
+            x, y = validation.checked_data(x, y, self.num_classes, batch_size)
+        with validation.one_line_errors():
+            return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    def predict(self, x, batch_size=None, *args, **kwargs):
+        x = validation.checked_images(x, batch_size)
+        with validation.one_line_errors():
+            return super().predict(x, batch_size, *args, **kwargs)
 
     # -- inference ----------------------------------------------------------------------
     def predict_step(self, *args, **kwargs):
