@@ -14,6 +14,7 @@ Ctrl-C and 143 after SIGTERM (the command says what was saved and how to continu
 """
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -95,15 +96,27 @@ def quiet_startup():
             os.close(saved)
 
 
+@contextlib.contextmanager
 def quiet_libraries():
-    """Python-side logs of TensorFlow, absl, JAX and Keras' warnings: errors only."""
+    """Python-side logs of TensorFlow, absl, JAX and tensorflow-datasets, and the warnings
+    of those libraries and Keras: errors only, restored afterwards (``main`` may be called
+    from a program)."""
     import logging
     import warnings
 
-    for name in ("tensorflow", "absl", "jax", "jax._src.xla_bridge", "tensorflow_datasets"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for module in ("keras", "jax", "tensorflow", "tensorflow_datasets", "tf_keras", "torch"):
-        warnings.filterwarnings("ignore", module=module)
+    loggers = [logging.getLogger(name) for name in
+               ("tensorflow", "absl", "jax", "jax._src.xla_bridge", "tensorflow_datasets")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        for module in ("keras", "jax", "tensorflow", "tensorflow_datasets", "tf_keras", "torch"):
+            warnings.filterwarnings("ignore", module=module)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def one_line(error):
@@ -123,7 +136,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not verbose:
         quiet_startup()
-        quiet_libraries()
+    with contextlib.nullcontext() if verbose else quiet_libraries():
+        return _run(args, verbose)
+
+
+def _run(args, verbose):
     module = _command_module(args.command)
     prefix = f"keras-segattn {args.command}"
 
@@ -151,8 +168,9 @@ def main(argv=None):
             import traceback
 
             traceback.print_exc()
-        hint = "" if verbose else " (--verbose shows the traceback)"
-        kind = "" if isinstance(error, (OSError, RuntimeError)) else f"{type(error).__name__}: "
+        expected = isinstance(error, (OSError, RuntimeError))  # a full disk, a diverged loss
+        kind = "" if expected else f"{type(error).__name__}: "
+        hint = "" if verbose or expected else " (--verbose shows the traceback)"
         print(f"{prefix}: error: {kind}{one_line(error)}{hint}", file=sys.stderr, flush=True)
         return FAILED
     finally:
@@ -160,5 +178,18 @@ def main(argv=None):
             signal.signal(signal.SIGTERM, previous)
 
 
+def console_main(argv=None):
+    """The ``keras-segattn`` program: :func:`main`, then exit. After Ctrl-C or SIGTERM the
+    process ends at once (``os._exit``) once its message is out: everything the run saved is
+    already complete on disk, and an interrupted JAX/XLA or TensorFlow computation can crash
+    the interpreter's shutdown (a segmentation fault instead of exit code 130)."""
+    code = main(argv)
+    if code in (INTERRUPTED, TERMINATED):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -95,17 +95,17 @@ class RunProgress(keras.callbacks.Callback):
                          evaluation=_result_record(result),
                          seconds=self.state.get("seconds", 0.0) + now - self._clock)
             self.run.write_state(state)  # the commit
+            self._clock = now
+            self.state = state
+            self.run.delete_unreferenced(state, self.keep_checkpoints)
+            self.run.write_history(state["history"])
+            if self.scalar_log is not None:
+                self.scalar_log.append(row)
         except OSError as error:
             raise OSError(error.errno, f"cannot save step {step} in {self.run.path} "
                           f"({error.strerror or error}); the run is saved up to step "
-                          f"{committed}: free some space and run the same command to "
-                          "resume") from error
-        self._clock = now
-        self.state = state
-        self.run.delete_unreferenced(state, self.keep_checkpoints)
-        self.run.write_history(state["history"])
-        if self.scalar_log is not None:
-            self.scalar_log.append(row)
+                          f"{self.state['step']}: free some space and run the same command "
+                          "to resume") from error
 
 
 def _result_record(result):

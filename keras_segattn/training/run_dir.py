@@ -111,7 +111,7 @@ def rng_variables(model):
 
 
 def save_rng(model, path):
-    arrays = {f"{i}:{v.path}": keras.ops.convert_to_numpy(v)
+    arrays = {f"state_{i}": keras.ops.convert_to_numpy(v)
               for i, v in enumerate(rng_variables(model))}
 
     def write(tmp):
@@ -122,15 +122,17 @@ def save_rng(model, path):
 
 
 def load_rng(model, path):
+    """Restore :func:`save_rng`'s states, matched by position (seed-generator names are
+    numbered per Python session, so they differ between launches)."""
     variables = rng_variables(model)
     with np.load(path) as data:
-        saved = {key.split(":", 1)[1]: data[key] for key in data.files}
-        keys = [key.split(":", 1)[1] for key in sorted(data.files, key=lambda k: int(k.split(":")[0]))]
-    if keys != [v.path for v in variables]:
-        raise ValueError(f"{path}: the saved random-number states ({len(keys)}) do not match "
+        saved = [data[f"state_{i}"] for i in range(len(data.files))]
+    shapes = [tuple(v.shape) for v in variables]
+    if [a.shape for a in saved] != shapes:
+        raise ValueError(f"{path}: the saved random-number states ({len(saved)}) do not match "
                          f"the model's ({len(variables)}): is this the same model?")
-    for variable in variables:
-        variable.assign(saved[variable.path])
+    for variable, value in zip(variables, saved):
+        variable.assign(value)
 
 
 # --- the run folder ---------------------------------------------------------------------------

@@ -392,7 +392,6 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print)
             return _finished_result(run, state, log)
     start_step = state["step"] if state else 0
 
-    keras.utils.set_random_seed(config.seed)
     launch_start = time.time()
 
     def make_train(step):
@@ -409,6 +408,10 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print)
     try:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy(config.mixed_precision)
+        # Seeded here, after the datasets: preparing a dataset on first use draws random
+        # numbers (its generator), and the weights must not depend on whether it did. The
+        # data pipeline has its own explicit seeds.
+        keras.utils.set_random_seed(config.seed)
         with distribution_lib.distribution_scope(config.distribution) as dist:
             if config.batch_size % dist.num_replicas:
                 raise ValueError(
