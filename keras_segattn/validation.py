@@ -294,16 +294,37 @@ def check_message(error):
 
 
 @contextlib.contextmanager
-def one_line_errors():
+def one_line_errors(model=None, keep_values=None):
     """Re-raise a failed in-graph check as ``ValueError(<its one line>)``, without the
-    backend's traceback and tensor dumps; other errors pass through unchanged."""
+    backend's traceback and tensor dumps; other errors pass through unchanged.
+
+    ``model`` (JAX only): Keras' JAX trainer detaches the variable values while ``fit`` /
+    ``evaluate`` / ``predict`` run and re-attaches them at the end, but not when the first
+    batch of the call fails (e.g. on a bad label), which leaves the model unusable
+    (``'NoneType' object is not callable``). The values at entry are kept in the dict
+    ``keep_values`` (cleared by the caller as soon as a training batch has run; from then
+    on Keras restores the state itself) and put back on failure."""
     try:
         yield
     except Exception as error:  # noqa: BLE001 - only errors carrying our marker are replaced
+        if model is not None and keep_values:  # no batch has run: the entry values hold
+            for variable in model.variables:
+                if id(variable) in keep_values:
+                    variable.assign(keep_values[id(variable)])
         message = check_message(error)
         if message is None:
             raise
         raise ValueError(message) from None
+
+
+def entry_values(model):
+    """``{id(variable): value}`` of ``model`` on the JAX backend (see :func:`one_line_errors`),
+    else ``{}``. Holds references, no copies."""
+    import keras
+
+    if model is None or keras.backend.backend() != "jax":
+        return {}
+    return {id(v): v.value for v in model.variables}
 
 
 # --- arguments, folders and files -------------------------------------------------------------
