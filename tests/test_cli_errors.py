@@ -1,7 +1,5 @@
 """Every command-line failure is one line on stderr with a non-zero exit code."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -83,6 +81,17 @@ def test_output_dir_below_a_file(tmp_path, capsys):
         "is a file, not a folder; choose another path.")
 
 
+def test_a_run_folder_of_the_earlier_format_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "old_run"
+    (run / "backup").mkdir(parents=True)
+    (run / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    assert main(["train", "--output-dir", str(run), "--steps", "1", "--eval-every", "1"]) == 2
+    assert _error_line(capsys) == (
+        f"keras-segattn train: error: {run} holds a run of an earlier keras-segattn (Keras "
+        "BackupAndRestore files in backup/), which cannot be continued exactly; choose another "
+        "output_dir (its checkpoints/ stay usable with keras-segattn evaluate/export).")
+
+
 @pytest.mark.parametrize("content, problem", [
     (b"", "is empty (0 bytes): the save that wrote it did not finish; use an earlier "
           "checkpoint or save the model again."),
@@ -104,7 +113,8 @@ def test_empty_or_truncated_keras_file(saved_model, tmp_path, capsys, content, p
             "visualize": ["visualize", "--model", str(path), "--image", "x.png",
                           "--output", str(tmp_path / "v.png")]}[command]
     assert main(argv) == 2
-    assert _error_line(capsys) == f"keras-segattn {command}: error: model file {str(path)!r} {problem}"
+    assert _error_line(capsys) == (
+        f"keras-segattn {command}: error: model file {str(path)!r} {problem}")
 
 
 def test_predict_exits_non_zero_when_an_input_fails(saved_model, tmp_path, capsys):

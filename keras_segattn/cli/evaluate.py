@@ -50,7 +50,8 @@ def run(args):
     try:
         scales = tuple(float(s) for s in args.scales.split(",") if s)
     except ValueError:
-        raise ValueError(f"--scales must be comma-separated numbers; got {args.scales!r}.") from None
+        raise ValueError(
+            f"--scales must be comma-separated numbers; got {args.scales!r}.") from None
     if args.mode == "slide" and args.crop_size is None:
         raise ValueError("--mode slide needs --crop-size HxW (and optionally --stride).")
     for name in ("batch_size", "max_batches"):

@@ -28,7 +28,8 @@ from keras_segattn import evaluation, validation
 from keras_segattn.optimizers import SGD
 from keras_segattn.training import callbacks as callbacks_lib
 from keras_segattn.training import distribution as distribution_lib
-from keras_segattn.training.run_dir import RunDirectory, ScalarLog, atomic_save_model, atomic_write_text
+from keras_segattn.training.run_dir import (RunDirectory, ScalarLog, atomic_save_model,
+                                            atomic_write_text)
 from keras_segattn.training.schedules import WarmupPolyDecay
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
@@ -328,7 +329,8 @@ def _finished_result(run, state, log):
     metrics = run.read_json("metrics.json")
     log(f"{run.path} finished all {state['step']} steps earlier: reporting its result "
         "(choose another output_dir to train again).", flush=True)
-    return {"model": keras.saving.load_model(model_path), "history": _history_dict(state["history"]),
+    return {"model": keras.saving.load_model(model_path),
+            "history": _history_dict(state["history"]),
             "metrics": evaluation.EvaluationResult(metrics) if metrics else None,
             "output_dir": run.path, "model_path": model_path, "seconds": state.get("seconds", 0.0),
             "distribution": None, "resumed_from": state["step"], "already_finished": True}
@@ -386,6 +388,11 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print)
     run = RunDirectory(validation.check_output_dir(config.output_dir, "output_dir"))
     run.remove_temporaries()
     state = run.read_state()
+    if state is None and os.path.exists(run.file("backup", "training_metadata.json")):
+        raise ValueError(
+            f"{run.path} holds a run of an earlier keras-segattn (Keras BackupAndRestore files "
+            "in backup/), which cannot be continued exactly; choose another output_dir (its "
+            "checkpoints/ stay usable with keras-segattn evaluate/export).")
     if state is not None:
         _check_same_run(run, config)
         if state.get("finished"):
@@ -463,7 +470,8 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print)
         intervals = -(-config.steps // config.eval_every)
         if state["step"] < config.steps:
             with validation.one_line_errors():
-                model.fit(train_data, epochs=intervals, initial_epoch=state["step"] // config.eval_every,
+                model.fit(train_data, epochs=intervals,
+                          initial_epoch=state["step"] // config.eval_every,
                           steps_per_epoch=config.eval_every, callbacks=cbs, verbose=verbose,
                           shuffle=False)
             state = progress.state

@@ -32,7 +32,6 @@ import time
 
 import keras
 import numpy as np
-import pytest
 
 from keras_segattn import validation
 from keras_segattn.training import run_dir
@@ -49,7 +48,7 @@ def launch(fault, output_dir, data_dir, interrupt_after=None):
     process = subprocess.Popen([sys.executable, SCRIPT, fault, output_dir, data_dir], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines, errors = queue.Queue(), []
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout] + [lines.put(None)],
+    threading.Thread(target=lambda: [*map(lines.put, process.stdout), lines.put(None)],
                      daemon=True).start()
     threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True).start()
     out = []
