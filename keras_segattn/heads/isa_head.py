@@ -21,9 +21,12 @@ class ISAModule(keras.layers.Layer):
 
         y = Dropout2d(p)(act(BN(Conv1x1_no_bias(concat([x, ISA_Block(x)])))))
 
-    ``ISA_Block(x)`` (``keras_segattn.layers.InterlacedSparseAttention``) keeps the input's C
-    channels; the concat is x FIRST. Input ``(B, H, W, C)``; output
-    ``(B, H, W, output_channels)``.
+    ``ISA_Block(x)`` (``keras_segattn.layers.InterlacedSparseAttention``) projects to
+    ``output_channels`` as upstream's ``ISA_Block(in, key, value, out)``: its long-range
+    stage maps C -> ``output_channels``, the short-range stage works on ``output_channels``;
+    the fusion conv sees ``C + output_channels`` channels, x FIRST. Input ``(B, H, W, C)``;
+    output ``(B, H, W, output_channels)``. (Checked against the official module with
+    ``C != output_channels``: golden case ``isa_module_cout``.)
 
     Args:
         key_channels: int, query/key width of the self-attention (256 in ISANet).
@@ -63,13 +66,13 @@ class ISAModule(keras.layers.Layer):
         check_rank4("ISAModule", input_shape)
         in_channels = int(input_shape[-1])
         self.block = InterlacedSparseAttention(
-            self.key_channels, self.value_channels, output_channels=in_channels,
+            self.key_channels, self.value_channels, output_channels=self.output_channels,
             down_factor=self.down_factor, activation=self.activation,
             dtype=self.dtype_policy, name="isa_block",
         )
         shape = tuple(input_shape)
         self.block.build(shape)
-        self.conv_bn.build(shape[:3] + (2 * in_channels,))
+        self.conv_bn.build(shape[:3] + (in_channels + self.output_channels,))
         self.built = True
 
     def call(self, inputs, training=None):

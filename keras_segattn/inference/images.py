@@ -79,7 +79,8 @@ def to_rgb_uint8(image):
 def expand_inputs(inputs):
     """Expand files, folders (recursively, image extensions) and globs into a file list.
 
-    Returns ``(files, missing)``: ``missing`` lists inputs that matched nothing.
+    Returns ``(files, missing)``: ``missing`` lists inputs that matched nothing (including
+    folders without image files).
     """
     files, missing = [], []
     for item in inputs:
@@ -91,6 +92,8 @@ def expand_inputs(inputs):
                     os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)
                 )
             files.extend(sorted(found))
+            if not found:  # a folder without images is an input that matched nothing
+                missing.append(item)
         elif os.path.isfile(item):
             files.append(item)
         elif glob.has_magic(item):
@@ -188,7 +191,8 @@ def predict_files(
         )
     palette = get_palette(palette) if isinstance(palette, str) else np.asarray(palette, "uint8")
     files, missing = expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
-    failed = [(m, "no such file, folder or glob match") for m in missing]
+    failed = [(m, f"folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+               if os.path.isdir(m) else "no such file, folder or glob match") for m in missing]
     for m in missing:
         logger.error("predict: input %r matched no file; skipped", m)
     if not files and not missing:

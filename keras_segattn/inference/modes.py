@@ -21,6 +21,7 @@ bilinear ``layers.resize.resize``), also used by ``keras_segattn.evaluation``.
 
 import numpy as np
 
+from keras_segattn import validation
 from keras_segattn.common import INFERENCE_MODES, pair
 from keras_segattn.inference.batching import fixed_input_size, forward
 
@@ -57,6 +58,7 @@ def check_images(images):
         raise ValueError(
             f"predict_logits: expected RGB images of shape (B, H, W, 3) or (H, W, 3), got {images.shape}"
         )
+    validation.check_image_array(images)  # NaN/Inf: one-line ValueError naming the image
     return images.astype("float32")
 
 

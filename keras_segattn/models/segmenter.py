@@ -43,7 +43,7 @@ import warnings
 
 import keras
 
-from keras_segattn import recipe
+from keras_segattn import recipe, validation
 from keras_segattn.backbones import LEVELS, get_backbone, input_normalization, pyramid_outputs
 from keras_segattn.common import MAIN_OUTPUT
 from keras_segattn.heads.base import Head
@@ -284,6 +284,36 @@ class Segmenter(keras.Model):
         return super().compute_metrics(
             x, self._broadcast(y, y_pred), y_pred, self._broadcast(sample_weight, y_pred)
         )
+
+    # -- input checks at the entry points (keras_segattn.validation; issue 10) ---------
+    # Labels outside [0, num_classes) other than 255, float labels and NaN/Inf images fail
+    # with one-line ValueErrors: arrays are checked here, tf.data datasets per batch in
+    # their own graph; the errors of those in-graph checks are re-raised in one line (and
+    # on JAX the model stays usable after such a failure).
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        x, y = validation.checked_data(x, y, self.num_classes, batch_size)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = validation.checked_validation_data(
+                kwargs["validation_data"], self.num_classes,
+                kwargs.get("validation_batch_size") or batch_size)
+        values = validation.entry_values(self)
+        if values:
+            release = keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda batch, logs=None: values.clear())
+            kwargs["callbacks"] = [release, *(kwargs.get("callbacks") or [])]
+        with validation.one_line_errors(self, values):
+            return super().fit(x, y, batch_size, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        if x is not None:
+            x, y = validation.checked_data(x, y, self.num_classes, batch_size)
+        with validation.one_line_errors(self, validation.entry_values(self)):
+            return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    def predict(self, x, batch_size=None, *args, **kwargs):
+        x = validation.checked_images(x, batch_size)
+        with validation.one_line_errors(self, validation.entry_values(self)):
+            return super().predict(x, batch_size, *args, **kwargs)
 
     # -- inference ----------------------------------------------------------------------
     def predict_step(self, *args, **kwargs):
