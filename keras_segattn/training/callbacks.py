@@ -10,6 +10,9 @@ early when the total is not a multiple of it.
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 
 import keras
@@ -106,6 +109,53 @@ class RunProgress(keras.callbacks.Callback):
                           f"({error.strerror or error}); the run is saved up to step "
                           f"{self.state['step']}: free some space and run the same command "
                           "to resume") from error
+
+
+class InterruptAtStepEnd(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT) during ``fit`` stops training at the end of the current step.
+
+    Python's default handler raises ``KeyboardInterrupt`` at whatever bytecode runs when the
+    signal arrives, possibly inside a callback of TensorFlow's or JAX's C++ code, which
+    then fails with an unrelated error (``SystemError: ... bad argument to internal
+    function``) instead of the interrupt. While ``fit`` runs, this callback's handler only
+    records the signal (and says so on stderr); the ``KeyboardInterrupt`` is raised at the
+    next step or interval end, in plain Python, after the callbacks before it in the list
+    (``RunProgress``: its commit of that step) have run. A second Ctrl-C raises at once.
+    Installed only in the main thread (Python delivers signals there); put it last.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._previous = None
+        self._requested = False
+
+    def _handle(self, signum, frame):
+        if self._requested:  # the second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._requested = True
+        print("\nInterrupted: stopping at the end of this step (Ctrl-C again to stop now).",
+              file=sys.stderr, flush=True)
+
+    def on_train_begin(self, logs=None):
+        self._requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _raise_if_requested(self, *args, **kwargs):
+        if self._requested:
+            self.restore()
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_epoch_end = _raise_if_requested
+
+    def restore(self):
+        """Put the previous SIGINT handler back (also called by the trainer after ``fit``)."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_end(self, logs=None):
+        self.restore()
 
 
 def _result_record(result):

@@ -464,13 +464,18 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print)
         cbs = [*callbacks, *([eval_cb] if eval_cb else []), progress]
         if verbose:
             cbs.append(callbacks_lib.IntervalProgbar(config.eval_every, config.steps))
+        interrupt = callbacks_lib.InterruptAtStepEnd()
+        cbs.append(interrupt)  # last: it raises after RunProgress's commit of the step
         intervals = -(-config.steps // config.eval_every)
         if state["step"] < config.steps:
-            with validation.one_line_errors():
-                model.fit(train_data, epochs=intervals,
-                          initial_epoch=state["step"] // config.eval_every,
-                          steps_per_epoch=config.eval_every, callbacks=cbs, verbose=verbose,
-                          shuffle=False)
+            try:
+                with validation.one_line_errors():
+                    model.fit(train_data, epochs=intervals,
+                              initial_epoch=state["step"] // config.eval_every,
+                              steps_per_epoch=config.eval_every, callbacks=cbs,
+                              verbose=verbose, shuffle=False)
+            finally:
+                interrupt.restore()
             state = progress.state
         return _finish(run, model, state, dist, config, resumed_from=start_step)
     finally:
