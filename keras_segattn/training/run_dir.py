@@ -50,21 +50,14 @@ def _fsync_dir(directory):
 
 
 def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` so readers see either the old or the new file, never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
+    """Write ``text`` to ``path`` so readers see either the old or the new file, never half
+    (:func:`atomic_write`)."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
+
+    atomic_write(path, write)
 
 
 def atomic_write(path, write):
