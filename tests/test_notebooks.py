@@ -31,7 +31,7 @@ CI_PARAMETERS = {
     "01_quickstart.ipynb": dict(steps=30, eval_batches=2),
     "02_pretrained.ipynb": dict(photos=("astronaut",), image_size=96, crop_size=(64, 64),
                                 stride=(48, 48), scales=(0.75, 1.0)),
-    "03_porting_weights.ipynb": {},
+    "03_porting_weights.ipynb": dict(channels=32, feature_size=(6, 9), height=32, width=48),
     "04_mechanisms.ipynb": dict(size=(24, 24), channels=32, repeat=1),
 }
 CITYSCAPES_CI_PARAMETERS = dict(
@@ -81,7 +81,8 @@ def test_cityscapes_notebook_code_runs(tmp_path):
                                      backend=BACKEND)
     text = "".join(o.get("text", "") for o in _outputs(executed, "stream"))
     assert "mirrored over 1 replica(s)" in text
-    assert text.count("mIoU:") == 2  # the training run's evaluation and the sliding-window one
+    # The per-interval evaluation during training, then the sliding-window table last.
+    assert text.count("mIoU:") >= 2 and text.strip().splitlines()[-1].startswith("mIoU:")
     assert os.path.isfile(tmp_path / "run" / "model.keras")
 
 
