@@ -55,7 +55,7 @@ def keep_ratio_size(size, scale):
     ``int(H * f + 0.5)`` (``mmcv.rescale_size``, mmseg's ``Resize(keep_ratio=True)``).
 
     >>> keep_ratio_size((512, 683), (2048, 512)), keep_ratio_size((1024, 2048), (1024, 512))
-    ((512, 683), (256, 512))
+    ((512, 683), (512, 1024))
     """
     height, width = (int(s) for s in size)
     long_edge, short_edge = max(scale), min(scale)
