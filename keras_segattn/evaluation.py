@@ -287,14 +287,15 @@ def _whole_inference(model, images):
         inference.select_logits(inference.predict_on_batch(model, images))))
 
 
-def _inference_fn(mode, crop_size, stride, scales, flip):
+def _inference_fn(mode, crop_size, stride, scales, flip, scale=None):
     if mode not in INFERENCE_MODES:
         raise ValueError(f"unknown inference mode {mode!r}; choose from {list(INFERENCE_MODES)}.")
-    if mode == "whole" and not flip:
+    if mode == "whole" and not flip and scale is None:
         return _whole_inference
     if mode == "slide" and crop_size is None:
         raise ValueError("mode='slide' needs crop_size=(height, width), e.g. (512, 1024).")
-    kwargs = {"mode": mode, "crop_size": crop_size, "stride": stride, "flip": flip}
+    kwargs = {"mode": mode, "crop_size": crop_size, "stride": stride, "flip": flip,
+              "scale": scale}
     if mode == "multiscale" and scales is not None:
         kwargs["scales"] = tuple(scales)
     return lambda model, images: _to_numpy(inference.predict_logits(model, images, **kwargs))
@@ -306,7 +307,7 @@ def _to_numpy(value):
 
 def evaluate(model, dataset, num_classes, class_names=None, mode="whole", crop_size=None,
              stride=None, scales=None, flip=False, ignore_index=IGNORE_INDEX, max_batches=None,
-             verbose=False):
+             verbose=False, scale=None):
     """Run ``model`` over ``dataset`` and return mmseg-style metrics.
 
     Args:
@@ -323,6 +324,11 @@ def evaluate(model, dataset, num_classes, class_names=None, mode="whole", crop_s
             the last two via :mod:`keras_segattn.inference`.
         crop_size, stride: window and step ``(h, w)`` for ``"slide"``.
         scales, flip: multi-scale ratios and horizontal-flip averaging.
+        scale: ``None`` or ``(long, short)``: keep-ratio rescale of the images before
+            inference (mmseg's test ``Resize``; see :func:`keras_segattn.inference.predict_logits`);
+            the logits are resized back to the labels, which keep their size (mmseg
+            evaluates at the original resolution). A batch is rescaled by the factor of its
+            (padded) size: exact with batch size 1.
         ignore_index: label value excluded from the metrics.
         max_batches: stop after this many batches (quick checks).
         verbose: print progress every 50 batches.
@@ -331,7 +337,7 @@ def evaluate(model, dataset, num_classes, class_names=None, mode="whole", crop_s
         :class:`EvaluationResult`; ``print(result)`` shows the per-class table.
     """
     accumulator = ConfusionMatrix(num_classes, ignore_index)
-    infer = _inference_fn(mode, crop_size, stride, scales, flip)
+    infer = _inference_fn(mode, crop_size, stride, scales, flip, scale)
     start, num_images = time.time(), 0
     for index, batch in enumerate(dataset):
         if max_batches is not None and index >= max_batches:

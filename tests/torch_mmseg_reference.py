@@ -3,7 +3,7 @@
 Written from open-mmlab/mmsegmentation ``mmseg/models/backbones/resnet.py`` (``ResNetV1c``,
 ``BasicBlock``, ``Bottleneck``), ``mmseg/models/utils/res_layer.py`` (``ResLayer``:
 ``contract_dilation``, ``multi_grid``), ``mmseg/models/decode_heads/{decode_head,fcn_head,
-da_head,nl_head,cc_head}.py``, ``mmseg/models/utils/self_attention_block.py`` and mmcv's
+da_head,nl_head,cc_head,isa_head}.py``, ``mmseg/models/utils/self_attention_block.py`` and mmcv's
 ``ConvModule`` / ``Scale`` / ``NonLocal2d`` / ``CrissCrossAttention``, with the same module
 structure, so ``state_dict()`` has mmseg's keys (prefix them with ``backbone.``,
 ``decode_head.``, ``auxiliary_head.`` for a whole ``EncoderDecoder``). NCHW, eval mode.
@@ -333,6 +333,69 @@ class CCHead(FCNHead):
             out = self.cca(out)
         out = self.convs[1](out)
         return self.cls_seg(self.conv_cat(torch.cat([x, out], dim=1)))
+
+
+class ISARelation(nn.Module):
+    """mmseg ``ISAHead``'s ``SelfAttentionBlock`` (``global_relation``/``local_relation``):
+    query/key = two 1x1 ConvModules to ``isa_channels``, value = plain 1x1 conv **with bias**
+    (C -> C), attention ``softmax(q k^T / sqrt(isa_channels))`` over keys, then
+    ``output_project`` (1x1 ConvModule C -> C). No residual."""
+
+    def __init__(self, channels, isa_channels):
+        super().__init__()
+        self.key_project = nn.Sequential(ConvModule(channels, isa_channels, 1),
+                                         ConvModule(isa_channels, isa_channels, 1))
+        self.query_project = nn.Sequential(ConvModule(channels, isa_channels, 1),
+                                           ConvModule(isa_channels, isa_channels, 1))
+        self.value_project = nn.Conv2d(channels, channels, 1)
+        self.output_project = ConvModule(channels, channels, 1)
+        self.isa_channels = isa_channels
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q = self.query_project(x).flatten(2)  # (b, d, n)
+        k = self.key_project(x).flatten(2)
+        v = self.value_project(x).flatten(2)  # (b, c, n)
+        attention = torch.einsum("bdi,bdj->bij", q, k) / self.isa_channels ** 0.5
+        out = torch.einsum("bij,bcj->bci", attention.softmax(dim=-1), v)
+        return self.output_project(out.reshape(b, c, h, w))
+
+
+class ISAHead(nn.Module):
+    """mmseg ``ISAHead``: ``in_conv`` (3x3), zero padding to multiples of ``down_factor``
+    (``pad // 2`` before), the *global* relation among pixels ``down_factor`` apart (the
+    strided sub-grids ``x[:, :, p::P_h, q::P_w]``), then the *local* relation within each
+    contiguous ``P_h x P_w`` block, crop, ``out_conv(concat([attention, residual]))``
+    (1x1), ``conv_seg``. Written with explicit slicing loops (not mmseg's reshapes)."""
+
+    def __init__(self, in_channels, channels, isa_channels, num_classes, down_factor=(8, 8)):
+        super().__init__()
+        self.down_factor = down_factor
+        self.in_conv = ConvModule(in_channels, channels, 3, padding=1)
+        self.global_relation = ISARelation(channels, isa_channels)
+        self.local_relation = ISARelation(channels, isa_channels)
+        self.out_conv = ConvModule(2 * channels, channels, 1)
+        self.dropout = nn.Dropout2d(0.1)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, inputs):
+        residual = self.in_conv(inputs)
+        _, _, h, w = residual.shape
+        ph, pw = self.down_factor
+        pad_h, pad_w = -h % ph, -w % pw
+        x = F.pad(residual, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        glob = torch.empty_like(x)
+        for p in range(ph):
+            for q in range(pw):
+                glob[:, :, p::ph, q::pw] = self.global_relation(x[:, :, p::ph, q::pw])
+        local = torch.empty_like(x)
+        for top in range(0, x.shape[2], ph):
+            for left in range(0, x.shape[3], pw):
+                block = glob[:, :, top:top + ph, left:left + pw]
+                local[:, :, top:top + ph, left:left + pw] = self.local_relation(block)
+        out = local[:, :, pad_h // 2:pad_h // 2 + h, pad_w // 2:pad_w // 2 + w]
+        out = self.out_conv(torch.cat([out, residual], dim=1))
+        return self.conv_seg(self.dropout(out))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,26 @@
 Huang, Yuan, Guo, Zhang, Chen, Wang, "Interlaced Sparse Self-Attention for Semantic
 Segmentation", arXiv 1907.12273 (IJCV OCNet). Reference: openseg-group/openseg.pytorch @
 ``aefc7551``, ``lib/models/modules/isa_block.py`` (``ISA_Module``) and
-``lib/models/nets/isanet.py`` (``ISANet``).
+``lib/models/nets/isanet.py`` (``ISANet``); ``layout="mmseg"``: open-mmlab/mmsegmentation
+v1.2.2 ``mmseg/models/decode_heads/isa_head.py`` (``ISAHead``).
+
+The two layouts compute the same maths up to two details that change the weights:
+
+=====================  ==================================  ==================================
+                       ``layout="official"`` (openseg)      ``layout="mmseg"``
+=====================  ==================================  ==================================
+fusion conv input      ``concat([x, ISA(x)])``              ``concat([ISA(x), x])``
+value projections      1x1 conv, no bias                    1x1 conv with bias
+state-dict keys        ``isa_head.*``, ``cls_head.*``       ``in_conv``, ``global_relation``,
+                                                            ``local_relation``, ``out_conv``,
+                                                            ``conv_seg``
+=====================  ==================================  ==================================
+
+Everything else is shared: bias-free 3x3 in-conv, two bias-free conv-BN-act query and key
+projections, ``key_channels ** -0.5`` scaling, softmax over keys, the bias-free conv-BN-act
+output projection of each stage, the same padding (``pad // 2`` before) and grouping, a
+bias-free 1x1 fusion conv-BN-act, then Dropout2d and the 1x1 classifier (openseg's dropout
+ends the ISA module, mmseg's starts ``cls_seg``: the same place).
 """
 
 import keras
@@ -11,8 +30,19 @@ import keras
 from keras_segattn import convert
 from keras_segattn.common import check_activation, pair
 from keras_segattn.heads.base import Head, check_rank4, make_classifier
+from keras_segattn.heads.fcn_head import check_mmseg_head
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.interlaced_sparse_attention import InterlacedSparseAttention
+
+LAYOUTS = ("official", "mmseg")
+
+
+def check_layout(owner, layout):
+    """``layout`` is ``"official"`` (openseg) or ``"mmseg"``; else a one-line ValueError."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"{owner}: layout must be one of {LAYOUTS} ('official': openseg's "
+                         f"ISA_Module, 'mmseg': mmsegmentation's ISAHead), got {layout!r}.")
+    return layout
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -20,6 +50,9 @@ class ISAModule(keras.layers.Layer):
     """openseg ``ISA_Module`` with one down factor::
 
         y = Dropout2d(p)(act(BN(Conv1x1_no_bias(concat([x, ISA_Block(x)])))))
+
+    ``layout="mmseg"``: mmseg ``ISAHead``'s ``global_relation``/``local_relation`` +
+    ``out_conv``: ``concat([ISA_Block(x), x])`` and value projections with a bias.
 
     ``ISA_Block(x)`` (``keras_segattn.layers.InterlacedSparseAttention``) projects to
     ``output_channels`` as upstream's ``ISA_Block(in, key, value, out)``: its long-range
@@ -36,9 +69,12 @@ class ISAModule(keras.layers.Layer):
         dropout: float, Dropout2d rate. Default 0.05 (openseg; mmseg 0.1).
         activation: ``"relu"`` (``bn_type="torchbn"``, default) or ``"leaky_relu"``
             (``inplace_abn``, used for the official training).
+        layout: ``"official"`` (openseg, default) or ``"mmseg"`` (see the module docstring).
 
     Reference weights: openseg ``ISA_Module`` keys ``stages.0.long_range_sa.*``,
-    ``stages.0.short_range_sa.*``, ``conv_bn.0.weight``, ``conv_bn.1.0.*``.
+    ``stages.0.short_range_sa.*``, ``conv_bn.0.weight``, ``conv_bn.1.0.*``; with
+    ``layout="mmseg"``, ``source="mmseg"``: ``global_relation.*``, ``local_relation.*``,
+    ``out_conv.conv.weight``, ``out_conv.bn.*``.
 
     Example:
     >>> module = ISAModule(8, 12, 16, down_factor=(4, 4))
@@ -47,9 +83,10 @@ class ISAModule(keras.layers.Layer):
     """
 
     def __init__(self, key_channels, value_channels, output_channels, down_factor=(8, 8),
-                 dropout=0.05, activation="relu", **kwargs):
+                 dropout=0.05, activation="relu", layout="official", **kwargs):
         super().__init__(**kwargs)
         check_activation("ISAModule", activation)
+        self.layout = check_layout("ISAModule", layout)
         if isinstance(down_factor, int):
             down_factor = (down_factor, down_factor)
         self.key_channels = int(key_channels)
@@ -68,7 +105,7 @@ class ISAModule(keras.layers.Layer):
         self.block = InterlacedSparseAttention(
             self.key_channels, self.value_channels, output_channels=self.output_channels,
             down_factor=self.down_factor, activation=self.activation,
-            dtype=self.dtype_policy, name="isa_block",
+            value_bias=self.layout == "mmseg", dtype=self.dtype_policy, name="isa_block",
         )
         shape = tuple(input_shape)
         self.block.build(shape)
@@ -77,7 +114,8 @@ class ISAModule(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         context = self.block(inputs, training=training)
-        y = self.conv_bn(keras.ops.concatenate([inputs, context], axis=-1), training=training)
+        parts = [context, inputs] if self.layout == "mmseg" else [inputs, context]
+        y = self.conv_bn(keras.ops.concatenate(parts, axis=-1), training=training)
         if self.drop is not None:
             y = self.drop(y, training=training)
         return y
@@ -85,7 +123,21 @@ class ISAModule(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:3]) + (self.output_channels,)
 
-    def reference_weight_mapping(self):
+    def reference_weight_mapping(self, source=None):
+        """openseg ``ISA_Module`` keys (``layout="official"``), or mmseg ``ISAHead``'s
+        (``layout="mmseg"``, ``source="mmseg"``); another combination raises."""
+        expected = "mmseg" if source == "mmseg" else "official"
+        if self.layout != expected:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: built with layout={self.layout!r}, whose "
+                f"weights do not map onto {'mmsegmentation' if source == 'mmseg' else 'openseg'}"
+                f"'s keys (concatenation order, value biases); build it with "
+                f"layout={expected!r}."
+            )
+        if source == "mmseg":
+            mapping = self.block.reference_weight_mapping("mmseg")
+            mapping.update(self.conv_bn.reference_weight_mapping("out_conv.conv", "out_conv.bn"))
+            return mapping
         mapping = convert.prefixed("stages.0", self.block.reference_weight_mapping())
         mapping.update(self.conv_bn.reference_weight_mapping("conv_bn.0", "conv_bn.1.0"))
         return mapping
@@ -95,7 +147,7 @@ class ISAModule(keras.layers.Layer):
         config.update({
             "key_channels": self.key_channels, "value_channels": self.value_channels,
             "output_channels": self.output_channels, "down_factor": list(self.down_factor),
-            "dropout": self.dropout, "activation": self.activation,
+            "dropout": self.dropout, "activation": self.activation, "layout": self.layout,
         })
         return config
 
@@ -115,11 +167,17 @@ class ISAHead(Head):
         down_factor: ``(P_h, P_w)``. Default ``(8, 8)``.
         dropout: float, ISAModule Dropout2d. Default 0.05.
         activation: ``"relu"`` or ``"leaky_relu"``. Default ``"relu"``.
+        layout: ``"official"`` (openseg, default) or ``"mmseg"`` (mmseg's ``ISAHead``:
+            ``concat([ISA(x), x])``, value projections with a bias; its ``isa_channels`` is
+            ``key_channels`` and its value width is ``channels``, so ``value_channels``
+            must equal ``channels`` for its weights; mmseg's configs: dropout 0.1, ReLU).
         in_levels, output_names, loss_weights: see ``Head``.
 
     Reference weights: openseg ``ISANet`` keys ``isa_head.0.weight``, ``isa_head.1.0.*``,
-    ``isa_head.2.<ISA_Module keys>``, ``cls_head.{weight,bias}``. mmsegmentation's ``ISAHead``
-    does not map (``source="mmseg"`` says why).
+    ``isa_head.2.<ISA_Module keys>``, ``cls_head.{weight,bias}`` (``layout="official"``);
+    with ``layout="mmseg"`` and ``source="mmseg"``, mmseg ``ISAHead``'s ``in_conv.conv``,
+    ``in_conv.bn``, ``global_relation.*``, ``local_relation.*`` (``query_project``,
+    ``key_project``, ``value_project``, ``output_project``), ``out_conv.*``, ``conv_seg.*``.
 
     Example:
     >>> head = ISAHead(5, channels=16, key_channels=8, value_channels=16, down_factor=(4, 4))
@@ -128,8 +186,10 @@ class ISAHead(Head):
     """
 
     def __init__(self, num_classes, channels=512, key_channels=256, value_channels=512,
-                 down_factor=(8, 8), dropout=0.05, activation="relu", **kwargs):
+                 down_factor=(8, 8), dropout=0.05, activation="relu", layout="official",
+                 **kwargs):
         super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
+        self.layout = check_layout("ISAHead", layout)
         self.channels = int(channels)
         self.key_channels = int(key_channels)
         self.value_channels = int(value_channels)
@@ -138,7 +198,8 @@ class ISAHead(Head):
                                  dtype=self.dtype_policy, name="in_conv")
         self.isa = ISAModule(self.key_channels, self.value_channels, self.channels,
                              down_factor=self.down_factor, dropout=self.dropout,
-                             activation=activation, dtype=self.dtype_policy, name="isa_module")
+                             activation=activation, layout=self.layout,
+                             dtype=self.dtype_policy, name="isa_module")
         # The module ends in Dropout2d(dropout): no second dropout before the classifier.
         self.drop, self.conv_seg = make_classifier(self.num_classes, 0.0, "conv_seg")
 
@@ -155,15 +216,32 @@ class ISAHead(Head):
         return self._classify(x, training)
 
     def reference_weight_mapping(self, source=None):
-        """openseg ``ISANet`` keys; ``source="mmseg"`` raises (see the class docstring)."""
+        """openseg ``ISANet`` keys, or mmseg ``ISAHead`` keys with ``source="mmseg"`` (needs
+        ``layout="mmseg"``, ReLU and ``value_channels == channels``)."""
         if source == "mmseg":
+            if self.layout != "mmseg":
+                raise ValueError(
+                    f"ISAHead {self.name!r}: mmsegmentation's ISAHead concatenates [attention "
+                    "output, residual] before out_conv and gives its value projections a bias; "
+                    "this head has layout='official' (openseg: [residual, attention output], "
+                    "no value bias). Build it with layout='mmseg' (ISANet(layout='mmseg', "
+                    "activation='relu', aux_use_bias=False, ...)) to load mmseg checkpoints."
+                )
+            check_mmseg_head(self)
+            if self.value_channels != self.channels:
+                raise ValueError(
+                    f"ISAHead {self.name!r}: mmseg's ISAHead projects values to `channels` "
+                    f"({self.channels}), but value_channels={self.value_channels}; build it "
+                    f"with value_channels={self.channels}."
+                )
+            mapping = self.in_conv.reference_weight_mapping("in_conv.conv", "in_conv.bn")
+            mapping.update(self.isa.reference_weight_mapping("mmseg"))
+            mapping.update(convert.conv_mapping("conv_seg", self.conv_seg))
+            return mapping
+        if self.layout != "official":
             raise ValueError(
-                "ISAHead: mmsegmentation's ISAHead cannot be mapped onto this (openseg) head: "
-                "mmseg concatenates [attention output, residual] before out_conv (ours, like "
-                "openseg, [residual, attention output]) and its value projections have a bias "
-                "(openseg's none). Only the backbone ports: load_reference_weights("
-                "model.backbone, state_dict, strip_prefix='backbone.') after dropping the "
-                "other keys."
+                f"ISAHead {self.name!r}: layout='mmseg' has no openseg keys; use "
+                "reference_weight_mapping(source='mmseg')."
             )
         mapping = self.in_conv.reference_weight_mapping("isa_head.0", "isa_head.1.0")
         mapping.update(convert.prefixed("isa_head.2", self.isa.reference_weight_mapping()))
@@ -175,5 +253,6 @@ class ISAHead(Head):
         config.update({
             "channels": self.channels, "key_channels": self.key_channels,
             "value_channels": self.value_channels, "down_factor": list(self.down_factor),
+            "layout": self.layout,
         })
         return config

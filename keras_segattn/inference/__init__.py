@@ -25,7 +25,8 @@ from keras_segattn.inference.images import (
     IMAGE_EXTENSIONS, colorize, expand_inputs, load_image, overlay, predict_files, to_rgb_uint8,
 )
 from keras_segattn.inference.modes import (
-    DEFAULT_SCALES, MODES, check_images, predict_logits, resize_logits, slide_windows, softmax,
+    DEFAULT_SCALES, MODES, check_images, keep_ratio_size, predict_logits, resize_logits,
+    slide_windows, softmax,
 )
 from keras_segattn.inference.predictors import (
     Predictor, load_predictor, run_tflite, tflite_interpreter,

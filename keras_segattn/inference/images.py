@@ -157,6 +157,7 @@ def predict_files(
     alpha=0.5,
     save=("classes", "color", "overlay"),
     progress=True,
+    scale=None,
 ):
     """Segment image files and write the results; the core of ``keras-segattn predict``.
 
@@ -168,7 +169,7 @@ def predict_files(
             than 256 classes), ``<stem>_color.png`` and ``<stem>_overlay.png`` go.
         palette: a palette name (``cityscapes``, ``ade20k``, ``voc``, ``synthetic``) or a
             ``(K, 3)`` array.
-        mode, crop_size, stride, scales, flip: see :func:`predict_logits`.
+        mode, crop_size, stride, scales, flip, scale: see :func:`predict_logits`.
         alpha: overlay opacity of the colour mask.
         save: which outputs to write.
         progress: show a tqdm progress bar.
@@ -209,7 +210,7 @@ def predict_files(
         try:
             scores = predict_logits(
                 model, image[None], mode=mode, crop_size=crop_size, stride=stride,
-                scales=scales, flip=flip,
+                scales=scales, flip=flip, scale=scale,
             )
         except Exception as error:  # noqa: BLE001 - report and go on with the batch
             logger.error("predict: inference failed on %s: %s", path, error)

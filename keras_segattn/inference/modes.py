@@ -14,6 +14,13 @@ mmsegmentation's test-time modes:
   resized back to the input size and averaged. Like mmseg's ``SegTTAModel`` the average is
   over softmax probabilities by default (``average="softmax"``); ``average="logits"``
   averages raw logits. ``flip=True`` also works with ``whole``/``slide``.
+* ``scale=(long, short)`` (any mode): mmseg's test ``Resize(scale, keep_ratio=True)``: each
+  image is first rescaled by ``min(long / max(H, W), short / min(H, W))`` (size rounded
+  like ``mmcv.rescale_size``), and the multi-scale factors ``r`` rescale to
+  ``(long * r, short * r)`` the same way (mmseg 0.x ``MultiScaleFlipAug`` with
+  ``img_ratios``, the protocol of the published ms+flip results); the output is at the
+  input size. This is how a preset's evaluation protocol runs
+  (``keras_segattn.models.evaluation_protocol``).
 
 Every resize of images or logits here is ``resize_logits`` (the package's PyTorch-exact
 bilinear ``layers.resize.resize``), also used by ``keras_segattn.evaluation``.
@@ -40,6 +47,20 @@ def resize_logits(array, size, interpolation="bilinear"):
         return array
     out = resize(keras.ops.convert_to_tensor(array.astype("float32")), tuple(int(s) for s in size), interpolation)
     return keras.ops.convert_to_numpy(out).astype("float32")
+
+
+def keep_ratio_size(size, scale):
+    """``(h, w)`` of an image of ``size = (H, W)`` rescaled to fit ``scale = (long, short)``
+    keeping its aspect ratio: ``f = min(long / max(H, W), short / min(H, W))``, sides
+    ``int(H * f + 0.5)`` (``mmcv.rescale_size``, mmseg's ``Resize(keep_ratio=True)``).
+
+    >>> keep_ratio_size((512, 683), (2048, 512)), keep_ratio_size((1024, 2048), (1024, 512))
+    ((512, 683), (512, 1024))
+    """
+    height, width = (int(s) for s in size)
+    long_edge, short_edge = max(scale), min(scale)
+    factor = min(long_edge / max(height, width), short_edge / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
 def softmax(x, axis=-1):
@@ -133,6 +154,7 @@ def predict_logits(
     base_mode=None,
     pad="auto",
     pad_value=0.0,
+    scale=None,
 ):
     """Segmentation scores for ``images`` at input resolution.
 
@@ -154,6 +176,9 @@ def predict_logits(
         pad: pad windows smaller than ``crop_size`` (image smaller than the crop) up to the
             crop. ``"auto"``: only if the model has a fixed input size.
         pad_value: raw pixel value used for padding.
+        scale: ``None`` (predict at the input size) or ``(long, short)``: keep-ratio rescale
+            of the images to that scale first (and to ``scale * r`` for the multi-scale
+            factors ``r``), as mmseg's test pipeline (see the module docstring).
 
     Returns:
         float32 NumPy array ``(B, H, W, C)``: logits for a single prediction, the average
@@ -187,6 +212,7 @@ def predict_logits(
         raise ValueError(f"predict_logits: base_mode must be 'whole' or 'slide', got {base_mode!r}")
     if base_mode == "slide" and crop_size is None:
         raise ValueError("predict_logits: base_mode='slide' needs crop_size")
+    scale = pair(scale, "scale", "predict_logits")
 
     def run_one(batch):
         if base_mode == "slide" or mode == "slide":
@@ -194,9 +220,9 @@ def predict_logits(
         return _whole(model, batch, fixed_size, pad_value)
 
     height, width = images.shape[1:3]
-    if mode == "multiscale":
-        from keras_segattn.layers.resize import scaled_size
+    from keras_segattn.layers.resize import scaled_size
 
+    if mode == "multiscale":
         factors = tuple(float(s) for s in scales)
         if not factors or min(factors) <= 0:
             raise ValueError(f"predict_logits: scales must be positive numbers, got {scales!r}")
@@ -207,11 +233,13 @@ def predict_logits(
 
     total = None
     for factor in factors:
-        if factor == 1.0:
-            scaled = images
+        if scale is not None:
+            size = keep_ratio_size((height, width), (scale[0] * factor, scale[1] * factor))
+        elif factor == 1.0:
+            size = (height, width)
         else:
             size = (scaled_size(height, factor), scaled_size(width, factor))
-            scaled = resize_logits(images, size)
+        scaled = resize_logits(images, size)
         for flipped in flips:
             batch = scaled[:, :, ::-1, :] if flipped else scaled
             out = run_one(np.ascontiguousarray(batch))

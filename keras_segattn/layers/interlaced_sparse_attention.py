@@ -37,7 +37,7 @@ class ISASelfAttention(keras.layers.Layer):
     Formula (N = h*w positions of one map, d = ``key_channels``)::
 
         q = f_query(x), k = f_key(x)      f = [1x1 conv (no bias), BN, act] x 2
-        v = f_value(x)                    1x1 conv, no bias, no norm
+        v = f_value(x)                    1x1 conv, no norm (bias only with value_bias)
         A = softmax_keys(d^-0.5 * q k^T)  (N, N), float32
         y = W(A v)                        W = 1x1 conv (no bias), BN, act
 
@@ -53,6 +53,15 @@ class ISASelfAttention(keras.layers.Layer):
             ``"leaky_relu"`` (slope 0.01, InPlaceABN as in the official training).
         epsilon: float, BN epsilon. Default 1e-5 (PyTorch).
         momentum: float, BN momentum (Keras meaning). Default 0.9.
+        value_bias: bool, give ``f_value`` a bias. False (default): openseg; True:
+            mmsegmentation's ``SelfAttentionBlock`` (its ``value_project`` is a plain
+            ``nn.Conv2d`` with bias, ``value_out_norm=False``).
+
+    Reference weights: openseg keys (``f_query.0.weight``, ``f_query.1.0.*``, ...,
+    ``f_value.weight``, ``W.0.weight``, ``W.1.0.*``), or with ``source="mmseg"`` mmseg's
+    ``SelfAttentionBlock`` of ``ISAHead`` (``query_project.{0,1}.conv/bn``,
+    ``key_project.{0,1}.conv/bn``, ``value_project.{weight,bias}``,
+    ``output_project.conv/bn``).
 
     Example:
     >>> block = ISASelfAttention(4, 6, 3)
@@ -68,6 +77,7 @@ class ISASelfAttention(keras.layers.Layer):
         activation="relu",
         epsilon=1e-5,
         momentum=0.9,
+        value_bias=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,6 +91,7 @@ class ISASelfAttention(keras.layers.Layer):
         self.activation = activation
         self.epsilon = float(epsilon)
         self.momentum = float(momentum)
+        self.value_bias = bool(value_bias)
 
         def cba(filters, name):
             return ConvBNAct(
@@ -91,7 +102,7 @@ class ISASelfAttention(keras.layers.Layer):
         self.query_convs = [cba(key_channels, "f_query_0"), cba(key_channels, "f_query_1")]
         self.key_convs = [cba(key_channels, "f_key_0"), cba(key_channels, "f_key_1")]
         self.value_conv = keras.layers.Conv2D(
-            value_channels, 1, use_bias=False, dtype=self.dtype_policy, name="f_value"
+            value_channels, 1, use_bias=self.value_bias, dtype=self.dtype_policy, name="f_value"
         )
         self.out_conv = cba(output_channels, "W")
 
@@ -127,9 +138,20 @@ class ISASelfAttention(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_channels,)
 
-    def reference_weight_mapping(self):
-        """openseg ``SelfAttentionBlock2D`` state-dict keys -> our variables."""
+    def reference_weight_mapping(self, source=None):
+        """openseg ``SelfAttentionBlock2D`` state-dict keys -> our variables; with
+        ``source="mmseg"``, the keys of mmseg's ``SelfAttentionBlock`` in ``ISAHead``."""
         mapping = {}
+        if source == "mmseg":
+            for name, convs in (("query_project", self.query_convs),
+                                ("key_project", self.key_convs)):
+                for i, conv in enumerate(convs):
+                    mapping.update(conv.reference_weight_mapping(f"{name}.{i}.conv",
+                                                                 f"{name}.{i}.bn"))
+            mapping.update(convert.conv_mapping("value_project", self.value_conv))
+            mapping.update(self.out_conv.reference_weight_mapping("output_project.conv",
+                                                                  "output_project.bn"))
+            return mapping
         for name, convs in (("f_query", self.query_convs), ("f_key", self.key_convs)):
             mapping.update(convs[0].reference_weight_mapping(f"{name}.0", f"{name}.1.0"))
             mapping.update(convs[1].reference_weight_mapping(f"{name}.2", f"{name}.3.0"))
@@ -147,6 +169,7 @@ class ISASelfAttention(keras.layers.Layer):
                 "activation": self.activation,
                 "epsilon": self.epsilon,
                 "momentum": self.momentum,
+                "value_bias": self.value_bias,
             }
         )
         return config
@@ -190,6 +213,13 @@ class InterlacedSparseAttention(keras.layers.Layer):
         activation: ``"relu"`` or ``"leaky_relu"``.
         epsilon: float, BN epsilon. Default 1e-5.
         momentum: float, BN momentum (Keras meaning). Default 0.9.
+        value_bias: bool, value projections with a bias (mmsegmentation's ``ISAHead``;
+            openseg has none). Default False.
+
+    mmsegmentation's ``ISAHead`` (``mmseg/models/decode_heads/isa_head.py``) computes the
+    same two stages (``global_relation`` = long range, ``local_relation`` = short range,
+    same padding and grouping) with ``value_bias=True``;
+    ``reference_weight_mapping(source="mmseg")`` gives its keys.
 
     Example:
     >>> layer = InterlacedSparseAttention(8, 12, down_factor=(4, 4))
@@ -206,6 +236,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
         activation="relu",
         epsilon=1e-5,
         momentum=0.9,
+        value_bias=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -228,6 +259,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
         self.activation = activation
         self.epsilon = float(epsilon)
         self.momentum = float(momentum)
+        self.value_bias = bool(value_bias)
         self.long_range = None
         self.short_range = None
 
@@ -237,7 +269,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
         kwargs = dict(
             key_channels=self.key_channels, value_channels=self.value_channels, output_channels=out,
             activation=self.activation, epsilon=self.epsilon, momentum=self.momentum,
-            dtype=self.dtype_policy,
+            value_bias=self.value_bias, dtype=self.dtype_policy,
         )
         self.long_range = ISASelfAttention(name="long_range_sa", **kwargs)
         self.short_range = ISASelfAttention(name="short_range_sa", **kwargs)
@@ -273,10 +305,14 @@ class InterlacedSparseAttention(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_channels or input_shape[-1],)
 
-    def reference_weight_mapping(self):
-        """openseg ``ISA_Block`` state-dict keys (``long_range_sa.*``, ``short_range_sa.*``)."""
-        mapping = convert.prefixed("long_range_sa", self.long_range.reference_weight_mapping())
-        mapping.update(convert.prefixed("short_range_sa", self.short_range.reference_weight_mapping()))
+    def reference_weight_mapping(self, source=None):
+        """openseg ``ISA_Block`` state-dict keys (``long_range_sa.*``, ``short_range_sa.*``);
+        ``source="mmseg"``: mmseg ``ISAHead``'s ``global_relation.*``, ``local_relation.*``."""
+        long_name, short_name = (("global_relation", "local_relation") if source == "mmseg"
+                                 else ("long_range_sa", "short_range_sa"))
+        mapping = convert.prefixed(long_name, self.long_range.reference_weight_mapping(source))
+        mapping.update(convert.prefixed(short_name,
+                                        self.short_range.reference_weight_mapping(source)))
         return mapping
 
     def get_config(self):
@@ -290,6 +326,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
                 "activation": self.activation,
                 "epsilon": self.epsilon,
                 "momentum": self.momentum,
+                "value_bias": self.value_bias,
             }
         )
         return config

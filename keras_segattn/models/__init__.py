@@ -24,5 +24,5 @@ from keras_segattn.models.sanet import SANet
 from keras_segattn.models.lanet import LANet
 from keras_segattn.models.attention_to_scale import AttentionToScale
 from keras_segattn.models.presets import (
-    from_preset, list_presets, preset_info, save_to_preset,
+    evaluation_protocol, from_preset, list_presets, preset_info, save_to_preset,
 )

@@ -2,7 +2,8 @@
 
 Reference: openseg-group/openseg.pytorch @ ``aefc7551`` (``lib/models/nets/isanet.py``:
 ``isa_head`` = 3x3 conv-BNReLU + ``ISA_Module``; ``dsn_head`` on layer3; ``fs_auxce_loss``
-= CE + 0.4 * CE(dsn)).
+= CE + 0.4 * CE(dsn)); ``layout="mmseg"``: mmsegmentation v1.2.2
+``configs/_base_/models/isanet_r50-d8.py`` (``ISAHead``, auxiliary ``FCNHead``).
 """
 
 import keras
@@ -33,17 +34,30 @@ class ISANet(NamedSegmenter):
         activation: ``"leaky_relu"`` (default: openseg's inplace_abn training setting) or
             ``"relu"`` (mmseg / ``bn_type="torchbn"``).
         aux_channels: dsn head width (512).
+        layout: ``"official"`` (default, openseg's ``ISA_Module``) or ``"mmseg"``
+            (mmsegmentation's ``ISAHead``: ``concat([attention, residual])`` and value
+            projections with a bias; see ``heads.isa_head``).
+        aux_use_bias: the dsn head's 3x3 conv has a bias (True, openseg); mmseg's auxiliary
+            FCNHead has none.
+
+    mmsegmentation's ISANet (``isanet_r*-d8``), whose whole checkpoints port
+    (``keras_segattn.models.mmseg_weights``; the ``isanet_*`` presets)::
+
+        ISANet(num_classes, backbone="resnet50_v1c", layout="mmseg", activation="relu",
+               dropout=0.1, aux_channels=256, aux_use_bias=False)
     """
 
     def __init__(self, num_classes, backbone="resnet50", output_stride=8, aux_head=True,
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  down_factor=(8, 8), channels=512, key_channels=256, value_channels=512,
-                 dropout=0.05, activation="leaky_relu", aux_channels=512, **kwargs):
+                 dropout=0.05, activation="leaky_relu", aux_channels=512, layout="official",
+                 aux_use_bias=True, **kwargs):
         down_factor = pair(down_factor, "down_factor", "ISANet", allow_none=False)
         arguments = constructor_arguments(locals())
         head = heads.ISAHead(num_classes, channels=channels, key_channels=key_channels,
                              value_channels=value_channels, down_factor=down_factor,
-                             dropout=dropout, activation=activation, name="head")
-        # The official "dsn" head: its 3x3 conv has a bias.
-        aux = standard_auxiliary_heads(arguments, use_bias=True)
+                             dropout=dropout, activation=activation, layout=layout,
+                             name="head")
+        # The official "dsn" head's 3x3 conv has a bias (aux_use_bias=False: mmseg's).
+        aux = standard_auxiliary_heads(arguments, use_bias=aux_use_bias)
         super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)

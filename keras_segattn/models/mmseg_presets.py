@@ -46,9 +46,9 @@ evaluated on the whole image; not the fp16 one), the longer schedule on a tie.
 
 Not in the table (no mapping onto these models today): FCN ``r18b``/``r50b``/``r101b``
 (``ResNetV1b`` stem), ``fcn-d6_r*-d16`` (output stride 16, dilated FCN head), FCN on PASCAL
-Context with 60 classes (keras_segattn.data has the 59-class protocol only). ISANet entries are
-listed with ``requires``: mmseg's ``ISAHead`` concatenates ``[attention, residual]`` and gives
-the value projections a bias, which our ISANet does not build yet.
+Context with 60 classes (keras_segattn.data has the 59-class protocol only). ISANet entries
+build ``ISANet(layout="mmseg", aux_use_bias=False)``: mmseg's ``ISAHead`` concatenates
+``[attention, residual]`` and gives the value projections a bias (openseg's layout does not).
 
 Official checkpoints of the other mechanisms, checked for a direct download URL (none found,
 so none is listed): DANet (junfu1115/DANet @ b0a0fa00 README: Google Drive), CCNet
@@ -76,12 +76,10 @@ _DANET_HEAD = {**_AUX, "inter_channels": 512, "reduction": 8}  # pam_channels 64
 # mmseg CCHead: convs, attention and bottleneck all ``channels`` wide; bias-free aux head.
 _CCNET_HEAD = {**_AUX, "recurrence": 2, "inter_channels": 512, "channels": 512,
                "aux_use_bias": False}
+# mmseg ISAHead: isa_channels 256 (key_channels), values `channels` wide, its own layout
+# (concatenation [attention, residual], value projections with a bias); bias-free aux head.
 _ISANET_HEAD = {**_AUX, "channels": 512, "key_channels": 256, "value_channels": 512,
-                "down_factor": (8, 8)}
-_ISANET_REQUIRES = (
-    "mmseg's ISAHead layout (concatenation [attention, residual], value projections with a "
-    "bias) and a bias-free auxiliary head on ISANet: issue 13, part 2"
-)
+                "down_factor": (8, 8), "layout": "mmseg", "aux_use_bias": False}
 
 PRESETS = {
     # --------------------------------------------------------------------------------------
@@ -869,7 +867,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r50-d8_4xb2-40k_cityscapes-512x1024.py",
         "url": _V05 + "isanet/isanet_r50-d8_512x1024_40k_cityscapes/isanet_r50-d8_512x1024_40k_cityscapes_20210901_054739-981bd763.pth",
         "sha256_prefix": "981bd763",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet50_cityscapes_512x1024_80k": {
         "model": "ISANet",
@@ -881,7 +878,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r50-d8_4xb2-80k_cityscapes-512x1024.py",
         "url": _V05 + "isanet/isanet_r50-d8_512x1024_80k_cityscapes/isanet_r50-d8_512x1024_80k_cityscapes_20210901_074202-89384497.pth",
         "sha256_prefix": "89384497",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet50_cityscapes_769x769_40k": {
         "model": "ISANet",
@@ -893,7 +889,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r50-d8_4xb2-40k_cityscapes-769x769.py",
         "url": _V05 + "isanet/isanet_r50-d8_769x769_40k_cityscapes/isanet_r50-d8_769x769_40k_cityscapes_20210903_050200-4ae7e65b.pth",
         "sha256_prefix": "4ae7e65b",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet50_cityscapes_769x769_80k": {
         "model": "ISANet",
@@ -905,7 +900,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r50-d8_4xb2-80k_cityscapes-769x769.py",
         "url": _V05 + "isanet/isanet_r50-d8_769x769_80k_cityscapes/isanet_r50-d8_769x769_80k_cityscapes_20210903_101126-99b54519.pth",
         "sha256_prefix": "99b54519",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet50_ade20k_512x512_80k": {
         "model": "ISANet",
@@ -917,7 +911,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r50-d8_4xb4-80k_ade20k-512x512.py",
         "url": _V05 + "isanet/isanet_r50-d8_512x512_80k_ade20k/isanet_r50-d8_512x512_80k_ade20k_20210903_124557-6ed83a0c.pth",
         "sha256_prefix": "6ed83a0c",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet50_ade20k_512x512_160k": {
         "model": "ISANet",
@@ -929,7 +922,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r50-d8_4xb4-160k_ade20k-512x512.py",
         "url": _V05 + "isanet/isanet_r50-d8_512x512_160k_ade20k/isanet_r50-d8_512x512_160k_ade20k_20210903_104850-f752d0a3.pth",
         "sha256_prefix": "f752d0a3",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet50_voc_aug_512x512_20k": {
         "model": "ISANet",
@@ -941,7 +933,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r50-d8_4xb4-20k_voc12aug-512x512.py",
         "url": _V05 + "isanet/isanet_r50-d8_512x512_20k_voc12aug/isanet_r50-d8_512x512_20k_voc12aug_20210901_164838-79d59b80.pth",
         "sha256_prefix": "79d59b80",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet50_voc_aug_512x512_40k": {
         "model": "ISANet",
@@ -953,7 +944,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r50-d8_4xb4-40k_voc12aug-512x512.py",
         "url": _V05 + "isanet/isanet_r50-d8_512x512_40k_voc12aug/isanet_r50-d8_512x512_40k_voc12aug_20210901_151349-7d08a54e.pth",
         "sha256_prefix": "7d08a54e",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet101_cityscapes_512x1024_40k": {
         "model": "ISANet",
@@ -965,7 +955,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r101-d8_4xb2-40k_cityscapes-512x1024.py",
         "url": _V05 + "isanet/isanet_r101-d8_512x1024_40k_cityscapes/isanet_r101-d8_512x1024_40k_cityscapes_20210901_145553-293e6bd6.pth",
         "sha256_prefix": "293e6bd6",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet101_cityscapes_512x1024_80k": {
         "model": "ISANet",
@@ -977,7 +966,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r101-d8_4xb2-80k_cityscapes-512x1024.py",
         "url": _V05 + "isanet/isanet_r101-d8_512x1024_80k_cityscapes/isanet_r101-d8_512x1024_80k_cityscapes_20210901_145243-5b99c9b2.pth",
         "sha256_prefix": "5b99c9b2",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet101_cityscapes_769x769_40k": {
         "model": "ISANet",
@@ -989,7 +977,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r101-d8_4xb2-40k_cityscapes-769x769.py",
         "url": _V05 + "isanet/isanet_r101-d8_769x769_40k_cityscapes/isanet_r101-d8_769x769_40k_cityscapes_20210903_111320-509e7224.pth",
         "sha256_prefix": "509e7224",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet101_cityscapes_769x769_80k": {
         "model": "ISANet",
@@ -1001,7 +988,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r101-d8_4xb2-80k_cityscapes-769x769.py",
         "url": _V05 + "isanet/isanet_r101-d8_769x769_80k_cityscapes/isanet_r101-d8_769x769_80k_cityscapes_20210903_111319-24f71dfa.pth",
         "sha256_prefix": "24f71dfa",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet101_ade20k_512x512_80k": {
         "model": "ISANet",
@@ -1013,7 +999,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r101-d8_4xb4-80k_ade20k-512x512.py",
         "url": _V05 + "isanet/isanet_r101-d8_512x512_80k_ade20k/isanet_r101-d8_512x512_80k_ade20k_20210903_162056-68b235c2.pth",
         "sha256_prefix": "68b235c2",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet101_ade20k_512x512_160k": {
         "model": "ISANet",
@@ -1025,7 +1010,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r101-d8_4xb4-160k_ade20k-512x512.py",
         "url": _V05 + "isanet/isanet_r101-d8_512x512_160k_ade20k/isanet_r101-d8_512x512_160k_ade20k_20210903_211431-a7879dcd.pth",
         "sha256_prefix": "a7879dcd",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet101_voc_aug_512x512_20k": {
         "model": "ISANet",
@@ -1037,7 +1021,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r101-d8_4xb4-20k_voc12aug-512x512.py",
         "url": _V05 + "isanet/isanet_r101-d8_512x512_20k_voc12aug/isanet_r101-d8_512x512_20k_voc12aug_20210901_115805-3ccbf355.pth",
         "sha256_prefix": "3ccbf355",
-        "requires": _ISANET_REQUIRES,
     },
     "isanet_resnet101_voc_aug_512x512_40k": {
         "model": "ISANet",
@@ -1049,7 +1032,6 @@ PRESETS = {
         "mmseg_config": "configs/isanet/isanet_r101-d8_4xb4-40k_voc12aug-512x512.py",
         "url": _V05 + "isanet/isanet_r101-d8_512x512_40k_voc12aug/isanet_r101-d8_512x512_40k_voc12aug_20210901_145814-bc71233b.pth",
         "sha256_prefix": "bc71233b",
-        "requires": _ISANET_REQUIRES,
     },
 }
 

@@ -23,11 +23,13 @@ layers, same order, same softmax axes):
   "dsn" head (3x3 conv **with** bias, 512 channels); build ``CCNet(activation="relu",
   aux_channels=256, aux_use_bias=False)`` for mmseg's bias-free FCN auxiliary head (or
   ``aux_head=False`` and drop the checkpoint's ``auxiliary_head.*`` keys).
+* ``isanet_r*-d8``: ``ISANet(layout="mmseg", activation="relu", aux_use_bias=False)``
+  (``ISAHead`` with mmseg's layout: ``in_conv``, ``global_relation``/``local_relation``
+  with value biases, ``out_conv`` on ``[attention, residual]``, ``conv_seg``).
 * The auxiliary head of every model: ``FCNHead(num_convs=1, concat_input=False)``, keys
   ``convs.0.conv.weight``, ``convs.0.bn.*``, ``conv_seg.*`` (mmseg configs: 256 channels).
 
-Not supported: mmseg's ``ISAHead`` differs from our (openseg) ISA head (see
-``heads.ISAHead.reference_weight_mapping``). The other heads (CAA, SANet, FLANet, EANet,
+The other heads (CAA, SANet, FLANet, EANet,
 LANet, Attention-to-Scale) have no mmseg counterpart. Every mmseg model uses ReLU heads; a
 head built with ``activation="leaky_relu"`` is refused. Classifier dropout (``Dropout2d`` in
 mmseg, ``SpatialDropout2D`` here) has no weights.

@@ -151,6 +151,61 @@ def preset_info(preset):
     return info
 
 
+PROTOCOLS = ("single_scale", "ms_flip")
+
+
+def evaluation_protocol(preset, protocol="single_scale"):
+    """How a preset was evaluated, as keyword arguments of
+    ``keras_segattn.inference.predict_logits`` / ``keras_segattn.evaluation.evaluate``.
+
+    ``"single_scale"`` (the table's ``miou``): ``mode`` ``"whole"`` or ``"slide"`` (with
+    ``crop_size``/``stride``) after the keep-ratio resize to ``scale``. ``"ms_flip"`` (the
+    table's ``miou_ms_flip``): ``mode="multiscale"`` over ``ms_flip_scales`` (relative to
+    ``scale``) with horizontal flip, each scale run whole or sliding as in single-scale.
+
+    Args:
+        preset: a built-in preset name, a preset directory (its ``metadata.json`` needs an
+            ``evaluation`` entry, as converted presets have), or a ``preset_info`` dict.
+        protocol: ``"single_scale"`` or ``"ms_flip"``.
+
+    Returns:
+        dict with ``mode``, ``crop_size``, ``stride`` (``None`` for whole), ``scale``
+        (``(long, short)``), ``scales`` and ``flip``.
+
+    Example:
+    >>> evaluation_protocol("danet_resnet50_cityscapes_769x769_40k")["crop_size"]
+    (769, 769)
+    >>> evaluation_protocol("danet_resnet101_ade20k", "ms_flip")["scales"]
+    (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    """
+    info = preset if isinstance(preset, dict) else preset_info(preset)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"evaluation_protocol: protocol must be one of {PROTOCOLS}, got "
+                         f"{protocol!r}.")
+    evaluation = info.get("evaluation")
+    if not isinstance(evaluation, dict) or evaluation.get("mode") not in ("whole", "slide"):
+        where = info.get("preset") or info.get("name") or "this preset"
+        raise ValueError(
+            f"evaluation_protocol: {where} records no evaluation protocol (metadata "
+            "'evaluation': {'mode': 'whole' or 'slide', 'scale': [long, short], ...}); save it "
+            "with save_to_preset(..., evaluation=...) or give the inference mode explicitly."
+        )
+    slide = evaluation["mode"] == "slide"
+    scale = evaluation.get("scale")
+    settings = {
+        "mode": evaluation["mode"],
+        "crop_size": tuple(evaluation["crop_size"]) if slide else None,
+        "stride": tuple(evaluation["stride"]) if slide else None,
+        "scale": tuple(scale) if scale is not None else None,
+        "scales": (1.0,),
+        "flip": False,
+    }
+    if protocol == "ms_flip":
+        scales = info.get("ms_flip_scales") or mmseg_presets.MS_FLIP_SCALES
+        settings.update(mode="multiscale", scales=tuple(float(s) for s in scales), flip=True)
+    return settings
+
+
 # ----------------------------------------------------------------------------------------
 # Cache, download and verification
 # ----------------------------------------------------------------------------------------

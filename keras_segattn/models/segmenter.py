@@ -343,7 +343,7 @@ class Segmenter(keras.Model):
         decode head's ``reference_weight_mapping(source="mmseg")`` under ``decode_head.`` and
         the auxiliary head's under ``auxiliary_head.`` (``auxiliary_head.<i>.`` for several,
         mmseg's ModuleList). Heads with an mmseg counterpart: FCNHead, NLHead, DANetHead,
-        CCHead (ReLU; see each head).
+        CCHead, ISAHead(layout="mmseg") (ReLU; see each head).
 
         Raises:
             ValueError: for another source or backbone, a head without an mmseg counterpart,

@@ -2,9 +2,8 @@
 
 For every preset: mmseg's registry builds the model from the preset's config (``meta``
 device) with the table's parameter count; our model built from the preset's options has
-exactly mmseg's state-dict keys, each with the right shape (ISANet: reported, it needs
-mmseg's ISAHead layout first). For one preset per portable model (and the align_corners=True
-variant), mmseg's model with random weights and BN statistics is ported with
+exactly mmseg's state-dict keys, each with the right shape. For one preset per model (and
+the align_corners=True variant), mmseg's model with random weights and BN statistics is ported with
 ``load_reference_weights`` and its ``encode_decode`` logits are compared with ours.
 
 Run in a throwaway environment that has mmsegmentation 1.2.2, mmengine and mmcv-lite (the
@@ -93,12 +92,7 @@ def main(configs):
         if key not in built:
             built[key] = models.get(entry["model"], **entry["options"])
         model = built[key]
-        try:
-            mapping = model.reference_weight_mapping()
-        except ValueError as error:
-            assert "requires" in entry, (name, error)
-            report["layout"][name] = f"not portable yet: {str(error)[:60]}..."
-            continue
+        mapping = model.reference_weight_mapping()
         assert sorted(mapping) == sorted(state), name
         for k, (variable, layout) in mapping.items():
             shape = state[k]
@@ -113,7 +107,8 @@ def main(configs):
     normalized = keras.ops.convert_to_numpy(ImageNormalization()(images))
     for name in ("fcn_resnet50_cityscapes_512x1024_40k", "nonlocal_resnet50_ade20k_512x512_80k",
                  "danet_resnet50_cityscapes_512x1024_40k", "danet_resnet50_cityscapes_769x769_40k",
-                 "ccnet_resnet50_voc_aug_512x512_20k"):
+                 "ccnet_resnet50_voc_aug_512x512_20k", "isanet_resnet50_ade20k_512x512_80k",
+                 "isanet_resnet50_cityscapes_769x769_40k"):
         entry = presets.PRESETS[name]
         mmseg_model = ref.randomize(_mmseg_model(configs, entry, "cpu"), seed=1)
         metas = [dict(img_shape=images.shape[1:3])] * len(images)

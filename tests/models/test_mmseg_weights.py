@@ -69,6 +69,17 @@ CASES = {
                              aux_head=False),
         lambda ref: ref.EncoderDecoder(_torch_backbone(ref), ref.CCHead(256, 64, NUM_CLASSES)),
     ),
+    # mmseg's ISAHead layout (down factor (3, 4) on the 4 x 6 feature map: padding on both
+    # axes, several groups in both stages) with its bias-free auxiliary FCNHead.
+    "isanet": (
+        lambda: models.ISANet(NUM_CLASSES, backbone=BACKBONE, channels=16, key_channels=8,
+                              value_channels=16, down_factor=(3, 4), dropout=0.1,
+                              activation="relu", aux_channels=16, layout="mmseg",
+                              aux_use_bias=False),
+        lambda ref: ref.EncoderDecoder(
+            _torch_backbone(ref), ref.ISAHead(256, 16, 8, NUM_CLASSES, down_factor=(3, 4)),
+            ref.FCNHead(128, 16, NUM_CLASSES, num_convs=1, concat_input=False)),
+    ),
     # mmseg's CCNet with its (bias-free, ReLU) auxiliary FCNHead.
     "ccnet_aux": (
         lambda: models.CCNet(NUM_CLASSES, backbone=BACKBONE, channels=64, activation="relu",
@@ -142,9 +153,21 @@ class TestMMSegCheckpoints(TestCase):
         with pytest.raises(ValueError, match="aux_head=False"):
             models.CCNet(NUM_CLASSES, channels=64, activation="relu", aux_channels=8,
                          **tiny_kwargs).reference_weight_mapping()
-        with pytest.raises(ValueError, match="ISAHead"):
+        isa = dict(channels=16, key_channels=8, aux_head=False, **tiny_kwargs)
+        with pytest.raises(ValueError, match="this head has layout='official'"):
+            models.ISANet(NUM_CLASSES, value_channels=16, **isa).reference_weight_mapping()
+        with pytest.raises(ValueError, match="mmsegmentation heads use ReLU"):
+            models.ISANet(NUM_CLASSES, value_channels=16, layout="mmseg",
+                          **isa).reference_weight_mapping()
+        with pytest.raises(ValueError, match="value_channels=8; build it with value_channels=16"):
+            models.ISANet(NUM_CLASSES, value_channels=8, layout="mmseg", activation="relu",
+                          **isa).reference_weight_mapping()
+        with pytest.raises(ValueError, match="aux_use_bias=False"):
             models.ISANet(NUM_CLASSES, channels=16, key_channels=8, value_channels=16,
-                          aux_head=False, **tiny_kwargs).reference_weight_mapping()
+                          layout="mmseg", activation="relu", aux_channels=8,
+                          **tiny_kwargs).reference_weight_mapping()
+        with pytest.raises(ValueError, match="layout must be one of"):
+            models.ISANet(NUM_CLASSES, layout="openseg", **tiny_kwargs)
         with pytest.raises(ValueError, match="no mmsegmentation counterpart"):
             models.EANet(NUM_CLASSES, aux_head=False, **tiny_kwargs).reference_weight_mapping()
         # A wrong checkpoint is rejected key by key, nothing assigned.

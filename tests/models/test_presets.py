@@ -93,6 +93,8 @@ def _torch_model(ref, entry, depth=None):
         "NonLocalNet": lambda: ref.NLHead(c5, options.get("channels"), classes),
         "DANet": lambda: ref.DAHead(c5, options.get("inter_channels"), 64, classes),
         "CCNet": lambda: ref.CCHead(c5, options.get("channels"), classes),
+        "ISANet": lambda: ref.ISAHead(c5, options["channels"], options["key_channels"], classes,
+                                      tuple(options["down_factor"])),
     }[entry["model"]]()
     aux = ref.FCNHead(c4, options["aux_channels"], classes, num_convs=1, concat_input=False)
     return ref.EncoderDecoder(backbone, head, aux)
@@ -205,7 +207,7 @@ class TestPresetTable:
         assert 0 < entry["miou"] < 100
         assert entry["miou_ms_flip"] is None or 0 < entry["miou_ms_flip"] < 100
         assert isinstance(entry["params"], int) and entry["params"] > 10_000_000
-        assert ("requires" in entry) == (entry["model"] == "ISANet")
+        assert "requires" not in entry  # every checkpoint of the table ports today
 
     def test_names_urls_and_hashes_are_unique(self):
         entries = list(presets.PRESETS.values())
@@ -304,15 +306,11 @@ class TestArchitectures(TestCase):
             model = models.get(model_name, **entry["options"])
             assert model.num_classes == entry["options"]["num_classes"]
             assert model.get_layer("logits").align_corners == entry["options"]["align_corners"]
-            if "requires" in entry:
-                with pytest.raises(ValueError, match="ISAHead"):
-                    model.reference_weight_mapping()
-                continue
             _assert_layout(model, _torch_model(ref, entry).state_dict())
 
     @pytest.mark.parametrize("name", [
         "fcn_resnet18_cityscapes", "nonlocal_resnet50_ade20k", "danet_resnet101_cityscapes",
-        "ccnet_resnet50_voc_aug"])
+        "ccnet_resnet50_voc_aug", "isanet_resnet50_voc_aug"])
     def test_full_size_layout_and_parameter_count(self, name):
         # One full-size build per model family (ResNet-18/50/101; 19/150/21 classes; FCN's
         # head is the same code at every depth and as every auxiliary head): every mmseg key with
@@ -332,8 +330,7 @@ class TestArchitectures(TestCase):
 
     @pytest.mark.large
     def test_every_full_size_architecture(self):
-        # Every distinct full-size architecture of the table, parameter counts against mmseg's
-        # (ISANet differs until it gains mmseg's layout: value biases, bias-free aux head).
+        # Every distinct full-size architecture of the table, parameter counts against mmseg's.
         seen = set()
         for name, entry in presets.PRESETS.items():
             key = json.dumps(dict(entry["options"], align_corners=None), sort_keys=True)
@@ -342,9 +339,8 @@ class TestArchitectures(TestCase):
             seen.add(key)
             model = models.from_preset(name, load_weights=False)
             count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-            if "requires" not in entry:
-                assert count == entry["params"], name
-                model.reference_weight_mapping()
+            assert count == entry["params"], name
+            model.reference_weight_mapping()
 
 
 # ------------------------------------------------------------------------------------------
@@ -592,6 +588,7 @@ class TestFromPreset(TestCase):
     @pytest.mark.parametrize("name", [
         "fcn_resnet50_cityscapes",                # a default name, whole-image protocol
         "danet_resnet50_cityscapes_769x769_80k",  # align_corners=True, four outputs
+        "isanet_resnet50_ade20k",                 # mmseg's ISAHead layout, 150 classes
     ])
     def test_download_convert_cache(self, name, server, tmp_path, monkeypatch):
         ref = _reference()
@@ -711,13 +708,17 @@ class TestFromPreset(TestCase):
         assert len(server.requests) == 1  # converted again from the cached checkpoint
         assert json.loads(metadata_path.read_text())["preset_format"] == presets.PRESET_FORMAT
 
-    def test_class_checks_and_presets_not_loadable_yet(self, tmp_path):
+    def test_class_checks_and_presets_not_loadable_yet(self, tmp_path, monkeypatch):
         # Checked before anything is downloaded (no server here).
         with pytest.raises(ValueError, match="is a DANet, not a CCNet"):
             models.from_preset("danet_resnet101_cityscapes", expected_class=models.CCNet,
                                cache_dir=tmp_path)
-        with pytest.raises(ValueError, match="cannot be loaded yet: porting it needs mmseg's "
-                                             "ISAHead layout"):
+        # An entry may be listed before it ports ("requires": why); none is today.
+        full_name = presets._resolve("isanet_resnet50_cityscapes")
+        monkeypatch.setitem(presets.PRESETS, full_name,
+                            dict(presets.PRESETS[full_name], requires="a future layout"))
+        with pytest.raises(ValueError, match="cannot be loaded yet: porting it needs a future "
+                                             "layout"):
             models.from_preset("isanet_resnet50_cityscapes", cache_dir=tmp_path)
         model = models.from_preset("isanet_resnet50_cityscapes", load_weights=False,
                                    backbone=TINY)
@@ -812,8 +813,7 @@ def _reachable(host="download.openmmlab.com"):
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("name", sorted(n for n, e in mmseg_presets.PRESETS.items()
-                                        if "requires" not in e))
+@pytest.mark.parametrize("name", sorted(mmseg_presets.PRESETS))
 def test_real_checkpoint(name, tmp_path_factory):
     # Downloads (about 50-280 MB each) into $KERAS_SEGATTN_CACHE (or a temporary directory),
     # verifies the hash, converts, and checks the checkpoint's own class names and palette

@@ -5,6 +5,8 @@ weights and constructor config, and the same outputs for the same (path-determin
 see ``signature.py`` for what was recorded and how.
 """
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -25,8 +27,13 @@ def test_model_matches_recorded_signature(case):
         p: tuple(s) for p, s in recorded["variables"]}
     assert len(current["variables"]) == len(recorded["variables"])  # paths stay unique
     for key in ("trainable_params", "non_trainable_params", "total_params", "output_names",
-                "default_loss_weights", "config"):
+                "default_loss_weights"):
         assert current[key] == recorded[key], key
+    # Constructor options added since the recording must appear at their default values.
+    added = {k: v for k, v in current["config"].items() if k not in recorded["config"]}
+    defaults = inspect.signature(type(model).__init__).parameters
+    assert added == {k: defaults[k].default for k in added if k in defaults}, added
+    assert {k: current["config"][k] for k in recorded["config"]} == recorded["config"]
     assert set(current["layer_names"]) >= set(recorded["layer_names"]), (
         sorted(set(recorded["layer_names"]) - set(current["layer_names"])))
 
