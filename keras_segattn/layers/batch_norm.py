@@ -4,7 +4,7 @@ Backend adapter (PyTorch only), on purpose. On the torch backend, Keras computes
 ``BatchNormalization`` as a chain of elementwise ops (mean, ``E[x^2]``, subtract, multiply,
 add; each a pass over the feature map, each recorded for autograd), where PyTorch has one fused
 kernel that also runs directly on channels-last memory. ``apply_batch_norm`` calls that kernel
-(``torch.nn.functional.batch_norm`` on the NCHW *view* of the NHWC tensor: no copy) with the
+(``torch.batch_norm`` on the NCHW *view* of the NHWC tensor: no copy) with the
 layer's own variables and the same maths as Keras:
 
 * training: normalise with the batch mean and biased variance over ``(B, H, W)``; update
@@ -68,3 +68,54 @@ def _torch_batch_norm(norm, x, use_batch_statistics):
                              torch.backends.cudnn.enabled)
     y = y.movedim(1, -1)
     return y if norm.compute_dtype == "float32" else y.to(getattr(torch, norm.compute_dtype))
+
+
+def set_synchronized_batch_norm(model, synchronized=True):
+    """Make every ``keras.layers.BatchNormalization`` of ``model`` (nested ones included)
+    compute its batch statistics over all replicas: synchronized BatchNorm.
+
+    mmsegmentation trains these models with ``SyncBN`` (2 images per GPU on 4 GPUs: the
+    statistics of 8 images, not 2). Keras' ``BatchNormalization(synchronized=True)``
+    all-reduces the sum and squared sum of every replica inside a ``tf.distribute`` strategy
+    (``MirroredStrategy``, ``MultiWorkerMirroredStrategy``); a step then equals the
+    single-device step on the whole global batch (tested on 2 logical CPU devices in
+    ``tests/training/test_sync_batch_norm.py``). Outside a strategy it is ordinary BN.
+
+    Per backend:
+
+    * TensorFlow: sets ``synchronized`` on each layer and drops ``model``'s cached
+      train/test/predict functions so the next ``fit`` traces the synchronized version.
+      Keras serializes the flag of BN layers that are nodes of a functional graph (the
+      backbones'); a BN built inside another layer (``ConvBNAct`` in the heads) is rebuilt
+      from its parent's arguments, unsynchronized: call this function again after loading a
+      model (``keras_segattn.models.get(..., sync_batch_norm=True)`` and ``--sync-bn`` do it
+      when they build one).
+    * JAX: nothing to do and nothing changed: ``keras.distribution.DataParallel`` runs one
+      program over the sharded *global* batch, so the mean and variance already reduce over
+      every device (tested alongside).
+    * PyTorch: nothing changed (single-device training; Keras has no torch distribution).
+
+    Portability: Keras refuses ``synchronized=True`` outside TensorFlow, so a model saved with
+    synchronized graph-node BNs loads only on TensorFlow. Call ``set_synchronized_batch_norm(model, False)`` before
+    saving a model meant for other backends.
+
+    Args:
+        model: a ``keras.Model`` or layer.
+        synchronized: bool. ``False`` turns synchronization off again.
+
+    Returns:
+        The list of ``BatchNormalization`` layers that were changed (empty on JAX/PyTorch).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return []
+    # Layer._flatten_layers is how Keras itself enumerates nested layers (Model.layers).
+    changed = [
+        layer for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and layer.synchronized != bool(synchronized)
+    ]
+    for layer in changed:
+        layer.synchronized = bool(synchronized)
+    if changed and isinstance(model, keras.Model):
+        model.train_function = model.test_function = model.predict_function = None
+    return changed
