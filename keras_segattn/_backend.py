@@ -45,10 +45,11 @@ def check_backend_installed(backend=None):
             f"{os.environ.get('KERAS_BACKEND', '<unset>')!r}) but the package {module!r} is not "
             f"installed. Install it with:  {install}"
         )
-    # TensorFlow is needed on every backend: KerasCV and the tf.data pipelines import it.
+    # TensorFlow is needed on every backend: KerasHub (through tensorflow-text) and the
+    # tf.data pipelines import it.
     if importlib.util.find_spec("tensorflow") is None:
         raise ImportError(
-            "keras_segattn needs TensorFlow on every backend (KerasCV backbones and the "
-            "tf.data / tensorflow-datasets pipelines import it). Install it with: "
-            "pip install tensorflow"
+            "keras_segattn needs TensorFlow on every backend (KerasHub, which provides the "
+            "backbones, and the tf.data / tensorflow-datasets pipelines import it). Install "
+            "it with: pip install tensorflow"
         )

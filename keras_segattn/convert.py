@@ -11,9 +11,16 @@ Layouts:
     ``"conv"``: torch ``Conv2d.weight`` (out, in, kh, kw) -> Keras kernel (kh, kw, in, out).
     ``"linear"``: torch ``Linear.weight`` (out, in) -> Keras ``Dense`` kernel (in, out).
     ``"copy"``: same layout; only a size-preserving reshape is allowed (e.g. gamma ``(1,)``).
+
+Reading checkpoint files (``read_weights_file`` / ``read_checkpoint``) never runs code from
+the file: PyTorch checkpoints are unpickled with ``torch.load(weights_only=True)``, and the
+training bookkeeping that mmengine's runner stores next to the weights (``HistoryBuffer``,
+NumPy values) comes back as inert ``CheckpointPlaceholder`` objects; any other object is
+refused with a message naming its type.
 """
 
 import os
+import re
 
 import numpy as np
 
@@ -77,10 +84,147 @@ def _convert(array, layout):
     return array
 
 
+# Globals that training frameworks pickle into a checkpoint next to the weights: mmengine's
+# runner (mmsegmentation 1.x) stores ``message_hub`` with ``HistoryBuffer`` objects (whose
+# ``statistics_methods`` pickle as ``getattr(HistoryBuffer, "mean")``) and NumPy arrays and
+# scalars in ``message_hub``/``meta``. ``read_checkpoint`` unpickles each of them as an inert
+# ``CheckpointPlaceholder``: no code of theirs (and no NumPy code) runs on the file's data.
+CHECKPOINT_BOOKKEEPING_GLOBALS = (
+    "mmengine.logging.history_buffer.HistoryBuffer",
+    "builtins.getattr",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "numpy.core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar",
+)
+
+
+class CheckpointPlaceholder:
+    """An object of a known bookkeeping type (``CHECKPOINT_BOOKKEEPING_GLOBALS``) read from a
+    checkpoint without running its code: it keeps the pickled ``args`` and ``state`` as
+    data. ``pickled_name`` is the original ``module.qualname``."""
+
+    pickled_name = None
+
+    def __new__(cls, *args, **kwargs):
+        placeholder = super().__new__(cls)
+        placeholder.args = args
+        placeholder.state = None
+        return placeholder
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __repr__(self):
+        return f"<{self.pickled_name} placeholder>"
+
+
+_PLACEHOLDERS = tuple(
+    (type(name.rsplit(".", 1)[1].lstrip("_"), (CheckpointPlaceholder,), {"pickled_name": name}),
+     name)
+    for name in CHECKPOINT_BOOKKEEPING_GLOBALS
+)
+
+
+def _refused_global(message):
+    """The ``module.name`` that torch's weights-only unpickler refused, if it says so."""
+    found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", message)
+    if found:
+        return found.group(1)
+    found = re.search(r"unrecognized function (.+?)(?:\n|$)", message)
+    return found.group(1) if found else None
+
+
+def read_checkpoint(path):
+    """Unpickle a PyTorch checkpoint (``torch.save``, zip or legacy format) without running
+    code from the file.
+
+    ``torch.load(weights_only=True)`` with every name in ``CHECKPOINT_BOOKKEEPING_GLOBALS``
+    mapped to an inert ``CheckpointPlaceholder``: tensors, plain containers (dict, list,
+    tuple, OrderedDict, set, str, numbers) and those placeholders come back; any other class
+    or function in the file is refused (``weights_only=False`` is never used, so a downloaded
+    file cannot run code).
+
+    Raises:
+        ImportError: torch is not installed.
+        ValueError: the file holds an object of an unexpected type (named in the message),
+            or is not a PyTorch checkpoint.
+    """
+    path = os.fspath(path)
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            "Reading a PyTorch checkpoint needs torch: pip install 'keras-segattn[torch]'"
+        ) from error
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(list(_PLACEHOLDERS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = _torch_reason(error)
+        name = _refused_global(str(error))
+        if name is None and not reason.startswith("Can only"):
+            raise ValueError(
+                f"read_checkpoint: {path!r} is not a PyTorch checkpoint (an HTML page or a "
+                f"damaged download?): {reason}"
+            ) from None
+        what = f"an object of type {name!r}" if name else f"an unexpected object ({reason})"
+        raise ValueError(
+            f"read_checkpoint: refusing to read {path!r}: it holds {what}, which is not a "
+            "tensor, a plain container or known training bookkeeping (mmengine's "
+            "HistoryBuffer, NumPy values), and unpickling it could run code from the file. If "
+            "you trust the file, load it yourself (torch.load(path, weights_only=False)) and "
+            "pass its state dict to load_reference_weights."
+        ) from None
+    except (RuntimeError, EOFError) as error:
+        raise ValueError(
+            f"read_checkpoint: {path!r} is not a readable PyTorch checkpoint (truncated, or "
+            f"another format?): {_torch_reason(error)}"
+        ) from None
+
+
+def _torch_reason(error):
+    """The informative line of a torch.load error (its weights-only unpickler's own words)."""
+    message = str(error)
+    if "WeightsUnpickler error:" in message:
+        message = message.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _state_dict(checkpoint, path):
+    """The parameter dictionary of a loaded checkpoint: a nested ``state_dict``/``model``
+    entry when present (mmseg/mmengine/torchvision conventions), else the object itself."""
+    state = checkpoint
+    for nested in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(nested), dict):
+            state = state[nested]
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"read_weights_file: {path!r} holds a {type(state).__name__}, not a state dict "
+            "(a mapping of parameter names to tensors)."
+        )
+    bad = sorted(k for k, v in state.items() if not hasattr(v, "shape"))
+    if bad:
+        raise ValueError(
+            f"read_weights_file: the state dict in {path!r} has entries that are not arrays: "
+            f"{bad[:5]}{' ...' if len(bad) > 5 else ''}."
+        )
+    return dict(state)
+
+
 def read_weights_file(path):
     """Read a parameter dictionary from ``.npz`` (keys as stored, a ``param/`` prefix is
-    stripped) or from a PyTorch checkpoint (``.pt``/``.pth``/``.bin``; a nested
-    ``state_dict``/``model`` entry is used when present)."""
+    stripped) or from a PyTorch checkpoint (``.pt``/``.pth``/``.bin``, read with
+    ``read_checkpoint``: no code from the file runs; a nested ``state_dict``/``model`` entry
+    is used when present)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_reference_weights: no such weights file: {path!r}")
@@ -92,17 +236,7 @@ def read_weights_file(path):
                 if k.startswith("param/") or not any(f.startswith("param/") for f in data.files)
             }
     if path.endswith((".pt", ".pth", ".bin")):
-        try:
-            import torch
-        except ImportError as error:
-            raise ImportError(
-                "Reading a PyTorch checkpoint needs torch: pip install 'keras-segattn[torch]'"
-            ) from error
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for nested in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(nested), dict):
-                state = state[nested]
-        return dict(state)
+        return _state_dict(read_checkpoint(path), path)
     raise ValueError(
         f"load_reference_weights: cannot read {path!r}; expected a .npz, .pt, .pth or .bin file."
     )
@@ -143,7 +277,11 @@ def load_reference_weights(layer, weights, strip_prefix=""):
             (k[len(strip_prefix):] if k.startswith(strip_prefix) else k): v
             for k, v in weights.items()
         }
-    weights = {k: v for k, v in weights.items() if not k.endswith(_IGNORED_SUFFIXES)}
+    # A layer may name reference keys it deliberately does not port (e.g. the ImageNet
+    # classifier ``fc.*`` of a backbone checkpoint): ``reference_ignored_prefixes``.
+    ignored = tuple(getattr(layer, "reference_ignored_prefixes", ()))
+    weights = {k: v for k, v in weights.items()
+               if not k.endswith(_IGNORED_SUFFIXES) and not (ignored and k.startswith(ignored))}
     mapping = layer.reference_weight_mapping()
 
     missing = sorted(set(mapping) - set(weights))

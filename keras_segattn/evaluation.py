@@ -37,9 +37,9 @@ import time
 import keras
 import numpy as np
 
-IGNORE_INDEX = 255
+from keras_segattn import inference
+from keras_segattn.common import IGNORE_INDEX, INFERENCE_MODES
 
-INFERENCE_MODES = ("whole", "slide", "multiscale")
 
 
 def confusion_matrix(labels, predictions, num_classes, ignore_index=IGNORE_INDEX):
@@ -277,35 +277,14 @@ def _split_batch(batch):
     )
 
 
-def _main_logits(outputs):
-    if isinstance(outputs, dict):
-        if "logits" not in outputs:
-            raise ValueError(f"model returned a dict without 'logits': keys {sorted(outputs)}.")
-        return outputs["logits"]
-    if isinstance(outputs, (list, tuple)):
-        return outputs[0]
-    return outputs
-
-
 def _whole_inference(model, images):
     """Logits at the model's output resolution, one ``predict_on_batch``. Under JAX
     ``DataParallel`` the batch is sharded over the devices and, when its size does not
     divide by the device count, padded with copies of its last image whose rows are dropped
     again (:func:`keras_segattn.inference.predict_on_batch`, shared with the slide and
     multi-scale paths)."""
-    from keras_segattn import inference
-
     return np.asarray(keras.ops.convert_to_numpy(
-        _main_logits(inference.predict_on_batch(model, images))))
-
-
-def _resize_logits(logits, height, width):
-    if logits.shape[1:3] == (height, width):
-        return logits
-    resized = keras.ops.image.resize(
-        keras.ops.convert_to_tensor(logits, "float32"), (height, width), interpolation="bilinear"
-    )
-    return np.asarray(keras.ops.convert_to_numpy(resized))
+        inference.select_logits(inference.predict_on_batch(model, images))))
 
 
 def _inference_fn(mode, crop_size, stride, scales, flip):
@@ -313,8 +292,6 @@ def _inference_fn(mode, crop_size, stride, scales, flip):
         raise ValueError(f"unknown inference mode {mode!r}; choose from {list(INFERENCE_MODES)}.")
     if mode == "whole" and not flip:
         return _whole_inference
-    from keras_segattn import inference
-
     if mode == "slide" and crop_size is None:
         raise ValueError("mode='slide' needs crop_size=(height, width), e.g. (512, 1024).")
     kwargs = {"mode": mode, "crop_size": crop_size, "stride": stride, "flip": flip}
@@ -324,7 +301,7 @@ def _inference_fn(mode, crop_size, stride, scales, flip):
 
 
 def _to_numpy(value):
-    return np.asarray(keras.ops.convert_to_numpy(_main_logits(value)))
+    return np.asarray(keras.ops.convert_to_numpy(inference.select_logits(value)))
 
 
 def evaluate(model, dataset, num_classes, class_names=None, mode="whole", crop_size=None,
@@ -364,7 +341,7 @@ def evaluate(model, dataset, num_classes, class_names=None, mode="whole", crop_s
         labels = np.asarray(keras.ops.convert_to_numpy(labels))
         if labels.ndim == 4:
             labels = labels[..., 0]
-        logits = _resize_logits(infer(model, images), labels.shape[1], labels.shape[2])
+        logits = inference.resize_logits(infer(model, images), labels.shape[1:3])
         accumulator.update(labels, np.argmax(logits, axis=-1))
         num_images += images.shape[0]
         if verbose and (index + 1) % 50 == 0:

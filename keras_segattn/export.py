@@ -71,15 +71,15 @@ def serving_fn(model, output="logits"):
     """``images -> {"logits": ..., "classes": ...}`` for the inference part of ``model``."""
     from keras import ops
 
-    from keras_segattn.inference import _keras_inference_model, _select_logits
+    from keras_segattn.inference import inference_model, select_logits
 
     if output not in OUTPUTS:
         raise ValueError(f"export: output must be one of {OUTPUTS}, got {output!r}")
-    inference = _keras_inference_model(model)
+    inference = inference_model(model)
 
     def forward(images):
         images = ops.cast(images, "float32")
-        logits = ops.cast(_select_logits(inference(images, training=False)), "float32")
+        logits = ops.cast(select_logits(inference(images, training=False)), "float32")
         result = {}
         if output in ("logits", "both"):
             result["logits"] = logits

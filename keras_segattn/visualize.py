@@ -20,14 +20,10 @@ Example:
 
 import numpy as np
 
-KINDS = {
-    "PositionAttention": "position",
-    "NonLocalBlock": "position",
-    "NonLocal": "position",
-    "CrissCrossAttention": "criss_cross",
-    "ChannelAttention": "channel",
-    "ScaleAttention": "scale",
-}
+# The kinds of attention this module draws. An attention layer says which kind it is with a
+# class attribute ``attention_kind`` (``layers.PositionAttention.attention_kind ==
+# "position"``), so a new mechanism of a known kind needs no change here.
+KIND_NAMES = ("position", "criss_cross", "channel", "scale")
 
 
 def _iter_layers(layer, seen=None):
@@ -49,7 +45,7 @@ def find_attention_layers(model, kinds=None):
     """Attention layers of ``model`` (searched recursively) as ``[(layer, kind), ...]``."""
     found = []
     for layer in _iter_layers(model):
-        kind = KINDS.get(type(layer).__name__)
+        kind = getattr(type(layer), "attention_kind", None)
         if kind and (kinds is None or kind in kinds):
             found.append((layer, kind))
     return found
@@ -127,7 +123,7 @@ def attention_maps(model, image, pixel=None, layers=None):
     if not found:
         raise ValueError(
             f"attention_maps: {model.name!r} has no layer with attention to show (looked for "
-            f"{sorted(KINDS)}{' named ' + str(list(layers)) if layers else ''})"
+            f"layers with an attention_kind in {list(KIND_NAMES)}{' named ' + str(list(layers)) if layers else ''})"
         )
     records = _capture_inputs(model, [layer for layer, _ in found], image[None])
     results = []

@@ -1,7 +1,8 @@
 """Run the ``Example:`` blocks of the public API as doctests on the current backend.
 
-Covers every public class exported by ``keras_segattn.layers`` and every public class or
-function of ``keras_segattn.convert``. Examples print backend-independent values (shapes
+Covers every public class exported by ``keras_segattn.layers``, every head of
+``keras_segattn.heads`` and every public class or function of ``keras_segattn.convert`` and
+``keras_segattn.common``. Examples print backend-independent values (shapes
 as tuples: ``tuple(y.shape)``, never a tensor repr); an example that needs something
 unavailable here (a PyTorch reference module) carries ``# doctest: +SKIP``.
 """
@@ -14,7 +15,9 @@ import numpy as np
 import pytest
 
 import keras_segattn
+import keras_segattn.common
 import keras_segattn.convert
+import keras_segattn.heads
 import keras_segattn.layers
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
@@ -37,6 +40,10 @@ CONVERT = _public(
     lambda o: inspect.isclass(o) or inspect.isfunction(o),
 )
 CONVERT = {k: v for k, v in CONVERT.items() if v.__module__ == "keras_segattn.convert"}
+HEADS = {k: v for k, v in _public(keras_segattn.heads, inspect.isclass).items()
+         if issubclass(v, keras_segattn.heads.Head) and "Example:" in (v.__doc__ or "")}
+COMMON = {k: v for k, v in _public(keras_segattn.common, inspect.isfunction).items()
+          if v.__module__ == "keras_segattn.common"}
 
 
 def _globs():
@@ -46,6 +53,8 @@ def _globs():
         "keras_segattn": keras_segattn,
         **LAYERS,
         **CONVERT,
+        **HEADS,
+        **COMMON,
     }
 
 
@@ -70,6 +79,10 @@ def test_public_api_found():
     # Guard against the discovery silently finding nothing.
     assert {"PositionAttention", "CrissCrossAttention", "NonLocalBlock"} <= set(LAYERS)
     assert "load_reference_weights" in CONVERT
+    # Every head but the abstract bases has an example.
+    assert set(HEADS) == {name for name, cls in vars(keras_segattn.heads).items()
+                          if isinstance(cls, type) and issubclass(cls, keras_segattn.heads.Head)
+                          } - {"Head", "DualAttentionHead"}
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -90,3 +103,18 @@ def test_convert_docstring_examples(name):
         _run(CONVERT[name])
     finally:
         keras.backend.clear_session(free_memory=False)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_head_docstring_example(name):
+    keras.utils.set_random_seed(0)
+    try:
+        attempted = _run(HEADS[name])
+    finally:
+        keras.backend.clear_session(free_memory=False)
+    assert attempted > 0, f"{name}: the `Example:` block has no doctest lines"
+
+
+@pytest.mark.parametrize("name", sorted(COMMON))
+def test_common_docstring_examples(name):
+    _run(COMMON[name])

@@ -1,5 +1,3 @@
-import sys
+from keras_segattn.cli import console_main
 
-from keras_segattn.cli import main
-
-sys.exit(main())
+console_main()

@@ -1,4 +1,9 @@
-"""``keras-segattn predict --model PATH INPUTS... --output-dir DIR``"""
+"""``keras-segattn predict --model PATH INPUTS... --output-dir DIR``
+
+Exits 0 when every input was segmented, 1 when any input failed (unreadable image, a
+folder without images, a pattern that matches nothing: each is listed on stderr), 2 for bad
+arguments.
+"""
 
 
 def add_arguments(parser):
@@ -27,22 +32,24 @@ def run(args):
     import logging
     import sys
 
+    from keras_segattn import validation
     from keras_segattn.inference import DEFAULT_SCALES, predict_files
 
+    if args.model.endswith(".keras"):
+        validation.check_keras_file(args.model)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        result = predict_files(
-            args.model, args.inputs, args.output_dir, palette=args.palette, mode=args.mode,
-            crop_size=tuple(args.crop) if args.crop else None,
-            stride=tuple(args.stride) if args.stride else None,
-            scales=tuple(args.scales) if args.scales else DEFAULT_SCALES, flip=args.flip,
-            alpha=args.alpha, progress=not args.no_progress,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"keras-segattn predict: error: {error}", file=sys.stderr)
-        return 2
+    result = predict_files(
+        args.model, args.inputs, args.output_dir, palette=args.palette, mode=args.mode,
+        crop_size=tuple(args.crop) if args.crop else None,
+        stride=tuple(args.stride) if args.stride else None,
+        scales=tuple(args.scales) if args.scales else DEFAULT_SCALES, flip=args.flip,
+        alpha=args.alpha, progress=not args.no_progress,
+    )
+    failed = result["failed"]
     print(f"segmented {len(result['written'])} image(s) -> {args.output_dir}; "
-          f"{len(result['failed'])} failed", file=sys.stderr)
-    for path, message in result["failed"]:
+          f"{len(failed)} failed", file=sys.stderr)
+    for path, message in failed:
         print(f"failed: {path}: {message}", file=sys.stderr)
-    return 1 if result["failed"] and not result["written"] else 0
+    if not result["written"] and not failed:
+        raise ValueError(f"no images found in {' '.join(args.inputs)}.")
+    return 1 if failed else 0

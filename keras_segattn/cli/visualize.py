@@ -14,26 +14,22 @@ def add_arguments(parser):
 
 
 def run(args):
-    import sys
-
     import keras
+    import numpy as np
 
     import keras_segattn.models  # noqa: F401  (registers the model classes)
+    from keras_segattn import validation
     from keras_segattn.inference import load_image
     from keras_segattn.visualize import plot_attention
 
-    try:
-        image = load_image(args.image)
-        if args.size:
-            from PIL import Image
+    validation.check_keras_file(args.model)
+    image = load_image(args.image)
+    if args.size:
+        from PIL import Image
 
-            image = keras.ops.convert_to_numpy(image)
-            image = __import__("numpy").asarray(
-                Image.fromarray(image).resize((args.size[1], args.size[0]), Image.BILINEAR))
-        model = keras.saving.load_model(args.model, compile=False)
-        plot_attention(model, image, pixel=args.pixel, output=args.output, layers=args.layers)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"keras-segattn visualize: error: {error}", file=sys.stderr)
-        return 2
+        image = np.asarray(Image.fromarray(image).resize((args.size[1], args.size[0]),
+                                                         Image.BILINEAR))
+    model = keras.saving.load_model(args.model, compile=False)
+    plot_attention(model, image, pixel=args.pixel, output=args.output, layers=args.layers)
     print(f"wrote {args.output}")
     return 0

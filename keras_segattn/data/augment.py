@@ -17,7 +17,7 @@ Conventions: ``image`` is ``(H, W, 3)`` (any dtype; returned as float32 in [0, 2
 
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from keras_segattn.common import IGNORE_INDEX as IGNORE_LABEL  # 255
 
 
 def _split(seed, num):

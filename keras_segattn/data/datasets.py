@@ -19,7 +19,11 @@ tf.data is the backend-neutral input path: the datasets feed ``model.fit`` on
 TensorFlow, JAX and PyTorch alike.
 """
 
+import contextlib
+import io
+import logging
 import re
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +35,19 @@ from keras_segattn.data.info import (
     IGNORE_LABEL,
     dataset_info,
 )
+
+class _TfdsDtypeWarning(logging.Filter):
+    """Drop tensorflow-datasets' "`FeatureConnector.dtype` is deprecated" warning.
+
+    tfds 4.9 logs it (up to ten times) from its own decoder of ``Tensor`` features stored as
+    bytes (``tensor_feature.py``, ``decode_example`` reads ``self.dtype``), i.e. for our
+    synthetic dataset's images and labels; nothing a user can change."""
+
+    def filter(self, record):
+        return "FeatureConnector.dtype` is deprecated" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_TfdsDtypeWarning())
 
 # uint8 lookup table: Cityscapes labelId (0..255) -> trainId (0..18) or 255.
 CITYSCAPES_TRAIN_ID_TABLE = np.full(256, IGNORE_LABEL, np.uint8)
@@ -95,6 +112,24 @@ def _to_example(name):
     return lambda ex: {"image": ex["image"], "label": tf.cast(_squeeze(ex["label"]), tf.uint8)}
 
 
+def _prepare(builder, name, download_config):
+    """``builder.download_and_prepare`` announced in one line of ours.
+
+    tfds prints "Downloading and preparing dataset Unknown size (download: Unknown size,
+    ...)" for a generated dataset; that print (stdout) is replaced by our line. The built-in
+    synthetic dataset is generated in seconds, so its progress bars are hidden too; the
+    other datasets keep tfds' progress bars (their preparation takes minutes)."""
+    if builder.is_prepared():
+        return
+    label = f"{name} ({builder.builder_config.name})" if builder.builder_config else name
+    print(f"keras_segattn.data: preparing {label} in {builder.data_dir} (once; later runs "
+          "read it from there)", file=sys.stderr, flush=True)
+    quiet = contextlib.redirect_stderr(io.StringIO()) if name == "synthetic" \
+        else contextlib.nullcontext()
+    with contextlib.redirect_stdout(io.StringIO()), quiet:
+        builder.download_and_prepare(download_config=download_config)
+
+
 def load(name, split, data_dir=None, manual_dir=None, *, config=None, shuffle_files=False,
          download_and_prepare=True, read_config=None):
     """Load a split of a dataset as a ``tf.data.Dataset`` of ``{"image", "label"}``.
@@ -134,7 +169,7 @@ def load(name, split, data_dir=None, manual_dir=None, *, config=None, shuffle_fi
     if download_and_prepare:
         download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
         try:
-            builder.download_and_prepare(download_config=download_config)
+            _prepare(builder, name, download_config)
         except AssertionError as error:
             if "manual" not in str(error).lower():
                 raise

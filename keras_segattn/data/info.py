@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from keras_segattn.common import IGNORE_INDEX as IGNORE_LABEL  # 255
 
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",

@@ -8,13 +8,24 @@ ICCV 2019 / TPAMI 2020 (arXiv 1811.11721). Reference: speedinghzl/CCNet @ ``1fae
 import keras
 
 from keras_segattn import convert
-from keras_segattn.heads.fcn_head import apply_classifier, check_activation, check_rank4, make_classifier
+from keras_segattn.heads.base import Head, check_rank4, renamed
+from keras_segattn.heads.fcn_head import check_mmseg_head
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.criss_cross_attention import CrissCrossAttention
 
+# Official RCCAModule names -> mmseg CCHead names (mmseg/models/decode_heads/cc_head.py).
+MMSEG_RENAMES = (
+    ("conva.0", "convs.0.conv"), ("conva.1", "convs.0.bn"),
+    ("cca.query_conv", "cca.query_conv"), ("cca.key_conv", "cca.key_conv"),
+    ("cca.value_conv", "cca.value_conv"), ("cca.gamma", "cca.gamma.scale"),
+    ("convb.0", "convs.1.conv"), ("convb.1", "convs.1.bn"),
+    ("bottleneck.0", "conv_cat.conv"), ("bottleneck.1", "conv_cat.bn"),
+    ("bottleneck.3", "conv_seg"),
+)
+
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class CCHead(keras.layers.Layer):
+class CCHead(Head):
     """``RCCAModule``: ``conva -> CCA x R (shared weights) -> convb -> bottleneck``.
 
     With ``inter = C // 4``::
@@ -37,35 +48,34 @@ class CCHead(keras.layers.Layer):
         channels: int, bottleneck width. Default 512 (hard-coded upstream).
         dropout: float. Default 0.1.
         activation: ``"leaky_relu"`` (default, InPlaceABN) or ``"relu"`` (mmseg).
+        in_levels, output_names, loss_weights: see ``Head``.
 
     Reference weights: official ``RCCAModule`` keys ``conva.0.weight``, ``conva.1.*``,
-    ``cca.*``, ``convb.*``, ``bottleneck.0.weight``, ``bottleneck.1.*``, ``bottleneck.3.*``.
+    ``cca.*``, ``convb.*``, ``bottleneck.0.weight``, ``bottleneck.1.*``, ``bottleneck.3.*``;
+    ``source="mmseg"``: mmseg's ``CCHead`` (``conva -> convs.0``, ``convb -> convs.1``,
+    ``bottleneck -> conv_cat``, the classifier ``-> conv_seg``, ``cca.gamma ->
+    cca.gamma.scale``; ReLU and ``channels = C // 4`` as in mmseg's configs).
 
     Example:
     >>> head = CCHead(5, recurrence=2, channels=16)
-    >>> head(keras.ops.ones((1, 7, 9, 32))).shape
+    >>> tuple(head(keras.ops.ones((1, 7, 9, 32))).shape)
     (1, 7, 9, 5)
     """
 
     def __init__(self, num_classes, recurrence=2, inter_channels=None, channels=512,
                  dropout=0.1, activation="leaky_relu", **kwargs):
-        super().__init__(**kwargs)
-        check_activation("CCHead", activation)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         if int(recurrence) < 0:
             raise ValueError(f"CCHead: recurrence must be >= 0, got {recurrence!r}.")
-        self.num_classes = int(num_classes)
         self.recurrence = int(recurrence)
         self.inter_channels = None if inter_channels is None else int(inter_channels)
         self.channels = int(channels)
-        self.dropout = float(dropout)
-        self.activation = activation
         self.bottleneck = ConvBNAct(self.channels, kernel_size=3, activation=activation,
                                     dtype=self.dtype_policy, name="bottleneck")
-        self.drop, self.conv_seg = make_classifier(self.num_classes, self.dropout, "conv_seg")
+        self._make_classifier("conv_seg")
 
-    def build(self, input_shape):
-        check_rank4("CCHead", input_shape)
-        in_channels = int(input_shape[-1])
+    def build_head(self, input_shape):
+        in_channels = check_rank4("CCHead", input_shape)
         inter = self.inter_channels or in_channels // 4
         if inter < 8:
             raise ValueError(
@@ -82,32 +92,29 @@ class CCHead(keras.layers.Layer):
         self.convb.build(shape[:3] + (inter,))
         self.bottleneck.build(shape[:3] + (in_channels + inter,))
         self.conv_seg.build(shape[:3] + (self.channels,))
-        self.built = True
 
-    def call(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         y = self.conva(inputs, training=training)
         for _ in range(self.recurrence):
             y = self.cca(y)
         y = self.convb(y, training=training)
         z = self.bottleneck(keras.ops.concatenate([inputs, y], axis=-1), training=training)
-        return apply_classifier(self.drop, self.conv_seg, z, training)
+        return self._classify(z, training)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:3]) + (self.num_classes,)
-
-    def reference_weight_mapping(self):
+    def reference_weight_mapping(self, source=None):
+        """Official ``RCCAModule`` keys, or mmseg ``CCHead`` keys with ``source="mmseg"``."""
         mapping = self.conva.reference_weight_mapping("conva.0", "conva.1")
         mapping.update(convert.prefixed("cca", self.cca.reference_weight_mapping()))
         mapping.update(self.convb.reference_weight_mapping("convb.0", "convb.1"))
         mapping.update(self.bottleneck.reference_weight_mapping("bottleneck.0", "bottleneck.1"))
         mapping.update(convert.conv_mapping("bottleneck.3", self.conv_seg))
+        if source == "mmseg":
+            check_mmseg_head(self)
+            return renamed(mapping, MMSEG_RENAMES)
         return mapping
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_classes": self.num_classes, "recurrence": self.recurrence,
-            "inter_channels": self.inter_channels, "channels": self.channels,
-            "dropout": self.dropout, "activation": self.activation,
-        })
+        config.update({"recurrence": self.recurrence, "inter_channels": self.inter_channels,
+                       "channels": self.channels})
         return config

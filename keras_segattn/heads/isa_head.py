@@ -9,7 +9,8 @@ Segmentation", arXiv 1907.12273 (IJCV OCNet). Reference: openseg-group/openseg.p
 import keras
 
 from keras_segattn import convert
-from keras_segattn.heads.fcn_head import apply_classifier, check_activation, check_rank4, make_classifier
+from keras_segattn.common import check_activation, pair
+from keras_segattn.heads.base import Head, check_rank4, make_classifier
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.interlaced_sparse_attention import InterlacedSparseAttention
 
@@ -20,9 +21,12 @@ class ISAModule(keras.layers.Layer):
 
         y = Dropout2d(p)(act(BN(Conv1x1_no_bias(concat([x, ISA_Block(x)])))))
 
-    ``ISA_Block(x)`` (``keras_segattn.layers.InterlacedSparseAttention``) keeps the input's C
-    channels; the concat is x FIRST. Input ``(B, H, W, C)``; output
-    ``(B, H, W, output_channels)``.
+    ``ISA_Block(x)`` (``keras_segattn.layers.InterlacedSparseAttention``) projects to
+    ``output_channels`` as upstream's ``ISA_Block(in, key, value, out)``: its long-range
+    stage maps C -> ``output_channels``, the short-range stage works on ``output_channels``;
+    the fusion conv sees ``C + output_channels`` channels, x FIRST. Input ``(B, H, W, C)``;
+    output ``(B, H, W, output_channels)``. (Checked against the official module with
+    ``C != output_channels``: golden case ``isa_module_cout``.)
 
     Args:
         key_channels: int, query/key width of the self-attention (256 in ISANet).
@@ -62,13 +66,13 @@ class ISAModule(keras.layers.Layer):
         check_rank4("ISAModule", input_shape)
         in_channels = int(input_shape[-1])
         self.block = InterlacedSparseAttention(
-            self.key_channels, self.value_channels, output_channels=in_channels,
+            self.key_channels, self.value_channels, output_channels=self.output_channels,
             down_factor=self.down_factor, activation=self.activation,
             dtype=self.dtype_policy, name="isa_block",
         )
         shape = tuple(input_shape)
         self.block.build(shape)
-        self.conv_bn.build(shape[:3] + (2 * in_channels,))
+        self.conv_bn.build(shape[:3] + (in_channels + self.output_channels,))
         self.built = True
 
     def call(self, inputs, training=None):
@@ -97,7 +101,7 @@ class ISAModule(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class ISAHead(keras.layers.Layer):
+class ISAHead(Head):
     """openseg ``ISANet`` head: ``3x3 conv-BN-act -> ISAModule -> 1x1 classifier``.
 
     Input ``(B, H, W, C)`` (2048 for ResNet C5); output float32 logits
@@ -111,53 +115,56 @@ class ISAHead(keras.layers.Layer):
         down_factor: ``(P_h, P_w)``. Default ``(8, 8)``.
         dropout: float, ISAModule Dropout2d. Default 0.05.
         activation: ``"relu"`` or ``"leaky_relu"``. Default ``"relu"``.
+        in_levels, output_names, loss_weights: see ``Head``.
 
     Reference weights: openseg ``ISANet`` keys ``isa_head.0.weight``, ``isa_head.1.0.*``,
-    ``isa_head.2.<ISA_Module keys>``, ``cls_head.{weight,bias}``.
+    ``isa_head.2.<ISA_Module keys>``, ``cls_head.{weight,bias}``. mmsegmentation's ``ISAHead``
+    does not map (``source="mmseg"`` says why).
 
     Example:
     >>> head = ISAHead(5, channels=16, key_channels=8, value_channels=16, down_factor=(4, 4))
-    >>> head(keras.ops.ones((1, 9, 10, 32))).shape
+    >>> tuple(head(keras.ops.ones((1, 9, 10, 32))).shape)
     (1, 9, 10, 5)
     """
 
     def __init__(self, num_classes, channels=512, key_channels=256, value_channels=512,
                  down_factor=(8, 8), dropout=0.05, activation="relu", **kwargs):
-        super().__init__(**kwargs)
-        check_activation("ISAHead", activation)
-        if isinstance(down_factor, int):
-            down_factor = (down_factor, down_factor)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, dropout=dropout, activation=activation, **kwargs)
         self.channels = int(channels)
         self.key_channels = int(key_channels)
         self.value_channels = int(value_channels)
-        self.down_factor = tuple(int(f) for f in down_factor)
-        self.dropout = float(dropout)
-        self.activation = activation
+        self.down_factor = pair(down_factor, "down_factor", "ISAHead", allow_none=False)
         self.in_conv = ConvBNAct(self.channels, kernel_size=3, activation=activation,
                                  dtype=self.dtype_policy, name="in_conv")
         self.isa = ISAModule(self.key_channels, self.value_channels, self.channels,
                              down_factor=self.down_factor, dropout=self.dropout,
                              activation=activation, dtype=self.dtype_policy, name="isa_module")
-        _, self.conv_seg = make_classifier(self.num_classes, 0.0, "conv_seg")
+        # The module ends in Dropout2d(dropout): no second dropout before the classifier.
+        self.drop, self.conv_seg = make_classifier(self.num_classes, 0.0, "conv_seg")
 
-    def build(self, input_shape):
+    def build_head(self, input_shape):
         check_rank4("ISAHead", input_shape)
         shape = tuple(input_shape)
         self.in_conv.build(shape)
         self.isa.build(shape[:3] + (self.channels,))
         self.conv_seg.build(shape[:3] + (self.channels,))
-        self.built = True
 
-    def call(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         x = self.in_conv(inputs, training=training)
         x = self.isa(x, training=training)
-        return apply_classifier(None, self.conv_seg, x, training)
+        return self._classify(x, training)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:3]) + (self.num_classes,)
-
-    def reference_weight_mapping(self):
+    def reference_weight_mapping(self, source=None):
+        """openseg ``ISANet`` keys; ``source="mmseg"`` raises (see the class docstring)."""
+        if source == "mmseg":
+            raise ValueError(
+                "ISAHead: mmsegmentation's ISAHead cannot be mapped onto this (openseg) head: "
+                "mmseg concatenates [attention output, residual] before out_conv (ours, like "
+                "openseg, [residual, attention output]) and its value projections have a bias "
+                "(openseg's none). Only the backbone ports: load_reference_weights("
+                "model.backbone, state_dict, strip_prefix='backbone.') after dropping the "
+                "other keys."
+            )
         mapping = self.in_conv.reference_weight_mapping("isa_head.0", "isa_head.1.0")
         mapping.update(convert.prefixed("isa_head.2", self.isa.reference_weight_mapping()))
         mapping.update(convert.conv_mapping("cls_head", self.conv_seg))
@@ -166,9 +173,7 @@ class ISAHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "num_classes": self.num_classes, "channels": self.channels,
-            "key_channels": self.key_channels, "value_channels": self.value_channels,
-            "down_factor": list(self.down_factor), "dropout": self.dropout,
-            "activation": self.activation,
+            "channels": self.channels, "key_channels": self.key_channels,
+            "value_channels": self.value_channels, "down_factor": list(self.down_factor),
         })
         return config

@@ -30,7 +30,7 @@ class NLHead(FCNHead):
 
     Example:
     >>> head = NLHead(19, channels=16)
-    >>> head(keras.ops.ones((1, 8, 8, 32))).shape
+    >>> tuple(head(keras.ops.ones((1, 8, 8, 32))).shape)
     (1, 8, 8, 19)
     """
 
@@ -45,22 +45,19 @@ class NLHead(FCNHead):
         self.nl_block = NonLocalBlock(reduction=self.reduction, use_scale=self.use_scale,
                                       dtype=self.dtype_policy, name="nl_block")
 
-    def build(self, input_shape):
-        super().build(input_shape)
+    def build_head(self, input_shape):
+        super().build_head(input_shape)
         self.nl_block.build(tuple(input_shape[:3]) + (self.channels,))
 
-    def call(self, inputs, training=None):
+    def decode(self, inputs, training=None):
         x = self.convs[0](inputs, training=training)
         x = self.nl_block(x, training=training)
         x = self.convs[1](x, training=training)
-        if self.conv_cat is not None:
-            x = self.conv_cat(keras.ops.concatenate([inputs, x], axis=-1), training=training)
-        from keras_segattn.heads.fcn_head import apply_classifier
+        return self._fuse_and_classify(inputs, x, training)
 
-        return apply_classifier(self.drop, self.conv_seg, x, training)
-
-    def reference_weight_mapping(self):
-        mapping = super().reference_weight_mapping()
+    def reference_weight_mapping(self, source=None):
+        """mmseg ``NLHead`` keys (for ``source`` ``None`` and ``"mmseg"`` alike)."""
+        mapping = super().reference_weight_mapping(source)
         mapping.update(convert.prefixed("nl_block", self.nl_block.reference_weight_mapping()))
         return mapping
 

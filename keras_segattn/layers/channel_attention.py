@@ -42,6 +42,9 @@ class ChannelAttention(keras.layers.Layer):
     (2, 7, 9, 16)
     """
 
+    # What keras_segattn.visualize draws for this layer.
+    attention_kind = "channel"
+
     def build(self, input_shape):
         input_channels(self, input_shape, for_weights=False)
         self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")

@@ -56,6 +56,9 @@ class CrissCrossAttention(QueryKeyValueAttention):
     (2, 10, 7, 32)
     """
 
+    # What keras_segattn.visualize draws for this layer.
+    attention_kind = "criss_cross"
+
     def call(self, inputs, return_attention_scores=False):
         height = ops.shape(inputs)[1]
         query = ops.cast(pointwise_conv(self.query_conv, inputs), "float32")  # (B, H, W, C')

@@ -53,6 +53,9 @@ class NonLocalBlock(keras.layers.Layer):
     (2, 7, 5, 8)
     """
 
+    # What keras_segattn.visualize draws for this layer.
+    attention_kind = "position"
+
     def __init__(self, reduction=2, use_scale=True, **kwargs):
         super().__init__(**kwargs)
         self.reduction = positive_integer(self, "reduction", reduction)

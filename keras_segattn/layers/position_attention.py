@@ -47,6 +47,9 @@ class PositionAttention(QueryKeyValueAttention):
     (2, 9, 7, 24)
     """
 
+    # What keras_segattn.visualize draws for this layer.
+    attention_kind = "position"
+
     def call(self, inputs, return_attention_scores=False):
         shape = ops.shape(inputs)
         height, width, channels = shape[1], shape[2], shape[3]

@@ -68,6 +68,9 @@ class ScaleAttention(keras.layers.Layer):
     ((2, 5, 7, 3), (2, 5, 7, 2))
     """
 
+    # What keras_segattn.visualize draws for this layer.
+    attention_kind = "scale"
+
     def __init__(self, hidden_filters=512, kernel_size=3, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         positive_int(self, "hidden_filters", hidden_filters)

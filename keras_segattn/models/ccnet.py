@@ -6,15 +6,15 @@ the "dsn" auxiliary head on layer3; ``loss/criterion.py``: CE + 0.4 * CE(dsn)).
 
 import keras
 
-from keras_segattn.heads import CCHead
+from keras_segattn import heads
 from keras_segattn.models.base import (
-    SegmentationModel, add_aux_fcn_head, build_trunk, register_model, resolve_backbone,
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
 )
 
 
 @register_model
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class CCNet(SegmentationModel):
+class CCNet(NamedSegmenter):
     """CCNet: dilated ResNet -> ``CCHead`` (recurrent criss-cross attention, R = 2).
 
     Outputs: ``"logits"`` (1.0) and, with ``aux_head``, ``"aux"`` (0.4): the official "dsn"
@@ -23,7 +23,7 @@ class CCNet(SegmentationModel):
     Args:
         num_classes: int.
         backbone, output_stride, aux_head, input_shape, backbone_weights: see
-            ``SegmentationModel``.
+            ``NamedSegmenter``.
         align_corners: False (default, mmseg) or True (official).
         recurrence: CCA passes with shared weights (2).
         inter_channels: ``None`` (C5 // 4 = 512).
@@ -42,26 +42,10 @@ class CCNet(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  recurrence=2, inter_channels=None, channels=512, dropout=0.1,
                  activation="leaky_relu", aux_channels=512, aux_use_bias=True, **kwargs):
-        backbone_model = resolve_backbone(backbone, output_stride=output_stride,
-                                          input_shape=input_shape, weights=backbone_weights)
-        inputs, features = build_trunk(backbone_model, input_shape)
-        head = CCHead(num_classes, recurrence=recurrence, inter_channels=inter_channels,
-                      channels=channels, dropout=dropout, activation=activation, name="head")
-        logits = {"logits": head(features["P5"])}
-        loss_weights = {"logits": 1.0}
-        if aux_head:  # the official "dsn" head: its 3x3 conv has a bias
-            add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
-                             channels=aux_channels, dropout=dropout, activation=activation,
-                             use_bias=aux_use_bias)
-        self._init_from_logits(
-            inputs, logits, backbone=backbone_model, num_classes=num_classes,
-            loss_weights=loss_weights, align_corners=align_corners,
-            init_config=dict(
-                num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
-                input_shape=tuple(input_shape), backbone_weights=backbone_weights,
-                align_corners=align_corners, recurrence=recurrence,
-                inter_channels=inter_channels, channels=channels, dropout=dropout,
-                activation=activation, aux_channels=aux_channels, aux_use_bias=aux_use_bias,
-            ),
-            **kwargs,
-        )
+        arguments = constructor_arguments(locals())
+        head = heads.CCHead(num_classes, recurrence=recurrence, inter_channels=inter_channels,
+                            channels=channels, dropout=dropout, activation=activation,
+                            name="head")
+        # The official "dsn" head's 3x3 conv has a bias (aux_use_bias=False: mmseg's).
+        aux = standard_auxiliary_heads(arguments, use_bias=aux_use_bias)
+        super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)

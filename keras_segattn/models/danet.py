@@ -6,15 +6,15 @@ FCN head is mmsegmentation's (``configs/_base_/models/danet_r50-d8.py``).
 
 import keras
 
-from keras_segattn.heads import DANetHead
+from keras_segattn import heads
 from keras_segattn.models.base import (
-    SegmentationModel, add_aux_fcn_head, build_trunk, register_model, resolve_backbone,
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
 )
 
 
 @register_model
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class DANet(SegmentationModel):
+class DANet(NamedSegmenter):
     """DANet: dilated ResNet -> ``DANetHead`` (PAM + CAM branches).
 
     Outputs (float32 logits at input resolution):
@@ -29,7 +29,7 @@ class DANet(SegmentationModel):
     Args:
         num_classes: int.
         backbone, output_stride, aux_head, input_shape, backbone_weights: see
-            ``SegmentationModel`` (defaults ``"resnet50"``, 8, True, ``(None, None, 3)``,
+            ``NamedSegmenter`` (defaults ``"resnet50"``, 8, True, ``(None, None, 3)``,
             ``None``).
         align_corners: final bilinear upsampling; False (mmseg, default) or True (official).
         inter_channels: ``None`` (C5 // 4 = 512).
@@ -47,26 +47,8 @@ class DANet(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  inter_channels=None, reduction=8, dropout=0.1, activation="relu",
                  aux_channels=256, **kwargs):
-        backbone_model = resolve_backbone(backbone, output_stride=output_stride,
-                                          input_shape=input_shape, weights=backbone_weights)
-        inputs, features = build_trunk(backbone_model, input_shape)
-        head = DANetHead(num_classes, inter_channels=inter_channels, reduction=reduction,
-                         dropout=dropout, activation=activation, name="head")
-        fused, position, channel = head(features["P5"])
-        logits = {"logits": fused, "pam": position, "cam": channel}
-        loss_weights = {"logits": 1.0, "pam": 1.0, "cam": 1.0}
-        if aux_head:
-            add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
-                             channels=aux_channels, dropout=dropout, activation=activation)
-        self._init_from_logits(
-            inputs, logits, backbone=backbone_model, num_classes=num_classes,
-            loss_weights=loss_weights, align_corners=align_corners,
-            init_config=dict(
-                num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
-                input_shape=tuple(input_shape), backbone_weights=backbone_weights,
-                align_corners=align_corners, inter_channels=inter_channels,
-                reduction=reduction, dropout=dropout, activation=activation,
-                aux_channels=aux_channels,
-            ),
-            **kwargs,
-        )
+        arguments = constructor_arguments(locals())
+        head = heads.DANetHead(num_classes, inter_channels=inter_channels, reduction=reduction,
+                               dropout=dropout, activation=activation, name="head")
+        super().__init__(arguments, decode_head=head,
+                         auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)

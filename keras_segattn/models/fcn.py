@@ -8,15 +8,15 @@ FCNHead on stage 3 (1024 -> 256, 1 conv, loss weight 0.4).
 
 import keras
 
-from keras_segattn.heads import FCNHead
+from keras_segattn import heads
 from keras_segattn.models.base import (
-    SegmentationModel, add_aux_fcn_head, build_trunk, register_model, resolve_backbone,
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
 )
 
 
 @register_model
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class FCN(SegmentationModel):
+class FCN(NamedSegmenter):
     """Dilated FCN: backbone -> ``FCNHead`` (+ auxiliary FCN head on stage 3).
 
     Outputs (dict of float32 logits at input resolution): ``"logits"``, and ``"aux"`` when
@@ -44,26 +44,9 @@ class FCN(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  channels=512, num_convs=2, concat_input=True, dropout=0.1, activation="relu",
                  aux_channels=256, **kwargs):
-        backbone_model = resolve_backbone(backbone, output_stride=output_stride,
-                                          input_shape=input_shape, weights=backbone_weights)
-        inputs, features = build_trunk(backbone_model, input_shape)
-        head = FCNHead(num_classes, channels=channels, num_convs=num_convs,
-                       concat_input=concat_input, dropout=dropout, activation=activation,
-                       name="head")
-        logits = {"logits": head(features["P5"])}
-        loss_weights = {"logits": 1.0}
-        if aux_head:
-            add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
-                             channels=aux_channels, dropout=dropout, activation=activation)
-        self._init_from_logits(
-            inputs, logits, backbone=backbone_model, num_classes=num_classes,
-            loss_weights=loss_weights, align_corners=align_corners,
-            init_config=dict(
-                num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
-                input_shape=tuple(input_shape), backbone_weights=backbone_weights,
-                align_corners=align_corners, channels=channels, num_convs=num_convs,
-                concat_input=concat_input, dropout=dropout, activation=activation,
-                aux_channels=aux_channels,
-            ),
-            **kwargs,
-        )
+        arguments = constructor_arguments(locals())
+        head = heads.FCNHead(num_classes, channels=channels, num_convs=num_convs,
+                             concat_input=concat_input, dropout=dropout, activation=activation,
+                             name="head")
+        super().__init__(arguments, decode_head=head,
+                         auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)

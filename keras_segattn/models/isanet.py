@@ -7,15 +7,16 @@ Reference: openseg-group/openseg.pytorch @ ``aefc7551`` (``lib/models/nets/isane
 
 import keras
 
-from keras_segattn.heads import ISAHead
+from keras_segattn import heads
+from keras_segattn.common import pair
 from keras_segattn.models.base import (
-    SegmentationModel, add_aux_fcn_head, build_trunk, register_model, resolve_backbone,
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
 )
 
 
 @register_model
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class ISANet(SegmentationModel):
+class ISANet(NamedSegmenter):
     """ISANet: dilated ResNet -> ``ISAHead`` (in-conv, ISA module with concat fusion, 1x1).
 
     Outputs: ``"logits"`` (1.0) and, with ``aux_head``, ``"aux"`` (0.4): the official dsn
@@ -24,7 +25,7 @@ class ISANet(SegmentationModel):
     Args:
         num_classes: int.
         backbone, output_stride, aux_head, input_shape, backbone_weights: see
-            ``SegmentationModel``.
+            ``NamedSegmenter``.
         align_corners: False (default, mmseg) or True (official).
         down_factor: ``(P_h, P_w)`` local block size ((8, 8)).
         channels, key_channels, value_channels: 512, 256, 512.
@@ -38,30 +39,11 @@ class ISANet(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  down_factor=(8, 8), channels=512, key_channels=256, value_channels=512,
                  dropout=0.05, activation="leaky_relu", aux_channels=512, **kwargs):
-        if isinstance(down_factor, int):
-            down_factor = (down_factor, down_factor)
-        down_factor = tuple(int(f) for f in down_factor)
-        backbone_model = resolve_backbone(backbone, output_stride=output_stride,
-                                          input_shape=input_shape, weights=backbone_weights)
-        inputs, features = build_trunk(backbone_model, input_shape)
-        head = ISAHead(num_classes, channels=channels, key_channels=key_channels,
-                       value_channels=value_channels, down_factor=down_factor, dropout=dropout,
-                       activation=activation, name="head")
-        logits = {"logits": head(features["P5"])}
-        loss_weights = {"logits": 1.0}
-        if aux_head:  # the official "dsn" head: its 3x3 conv has a bias
-            add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
-                             channels=aux_channels, dropout=dropout, activation=activation,
-                             use_bias=True)
-        self._init_from_logits(
-            inputs, logits, backbone=backbone_model, num_classes=num_classes,
-            loss_weights=loss_weights, align_corners=align_corners,
-            init_config=dict(
-                num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
-                input_shape=tuple(input_shape), backbone_weights=backbone_weights,
-                align_corners=align_corners, down_factor=list(down_factor),
-                channels=channels, key_channels=key_channels, value_channels=value_channels,
-                dropout=dropout, activation=activation, aux_channels=aux_channels,
-            ),
-            **kwargs,
-        )
+        down_factor = pair(down_factor, "down_factor", "ISANet", allow_none=False)
+        arguments = constructor_arguments(locals())
+        head = heads.ISAHead(num_classes, channels=channels, key_channels=key_channels,
+                             value_channels=value_channels, down_factor=down_factor,
+                             dropout=dropout, activation=activation, name="head")
+        # The official "dsn" head: its 3x3 conv has a bias.
+        aux = standard_auxiliary_heads(arguments, use_bias=True)
+        super().__init__(arguments, decode_head=head, auxiliary_heads=aux, **kwargs)

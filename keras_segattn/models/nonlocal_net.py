@@ -6,15 +6,15 @@ configuration of mmsegmentation ``configs/_base_/models/nonlocal_r50-d8.py``.
 
 import keras
 
-from keras_segattn.heads.nl_head import NLHead
+from keras_segattn import heads
 from keras_segattn.models.base import (
-    SegmentationModel, add_aux_fcn_head, build_trunk, register_model, resolve_backbone,
+    NamedSegmenter, constructor_arguments, register_model, standard_auxiliary_heads,
 )
 
 
 @register_model
 @keras.saving.register_keras_serializable(package="keras_segattn")
-class NonLocalNet(SegmentationModel):
+class NonLocalNet(NamedSegmenter):
     """NonLocalNet: backbone -> ``NLHead`` (+ mmseg auxiliary FCN head on stage 3).
 
     Outputs: ``"logits"`` (1.0) and ``"aux"`` (0.4, with ``aux_head``).
@@ -22,7 +22,7 @@ class NonLocalNet(SegmentationModel):
     Args:
         num_classes: int.
         backbone, output_stride, aux_head, input_shape, backbone_weights, align_corners: see
-            ``SegmentationModel``.
+            ``NamedSegmenter``.
         channels: head width (512). reduction: non-local reduction (2). use_scale: True.
         dropout: 0.1. activation: ``"relu"``. aux_channels: 256.
     """
@@ -31,25 +31,9 @@ class NonLocalNet(SegmentationModel):
                  input_shape=(None, None, 3), backbone_weights=None, align_corners=False,
                  channels=512, reduction=2, use_scale=True, dropout=0.1, activation="relu",
                  aux_channels=256, **kwargs):
-        backbone_model = resolve_backbone(backbone, output_stride=output_stride,
-                                          input_shape=input_shape, weights=backbone_weights)
-        inputs, features = build_trunk(backbone_model, input_shape)
-        head = NLHead(num_classes, channels=channels, reduction=reduction, use_scale=use_scale,
-                      dropout=dropout, activation=activation, name="head")
-        logits = {"logits": head(features["P5"])}
-        loss_weights = {"logits": 1.0}
-        if aux_head:
-            add_aux_fcn_head(logits, loss_weights, features["P4"], num_classes,
-                             channels=aux_channels, dropout=dropout, activation=activation)
-        self._init_from_logits(
-            inputs, logits, backbone=backbone_model, num_classes=num_classes,
-            loss_weights=loss_weights, align_corners=align_corners,
-            init_config=dict(
-                num_classes=num_classes, output_stride=output_stride, aux_head=aux_head,
-                input_shape=tuple(input_shape), backbone_weights=backbone_weights,
-                align_corners=align_corners, channels=channels, reduction=reduction,
-                use_scale=use_scale, dropout=dropout, activation=activation,
-                aux_channels=aux_channels,
-            ),
-            **kwargs,
-        )
+        arguments = constructor_arguments(locals())
+        head = heads.NLHead(num_classes, channels=channels, reduction=reduction,
+                            use_scale=use_scale, dropout=dropout, activation=activation,
+                            name="head")
+        super().__init__(arguments, decode_head=head,
+                         auxiliary_heads=standard_auxiliary_heads(arguments), **kwargs)

@@ -2,10 +2,12 @@
 
 * :class:`WarmupPolyDecay`: linear warm-up + poly(0.9) learning-rate schedule.
 * :func:`make_callbacks`, :class:`AtomicCheckpoint`, :class:`EvaluationCallback`: atomic
-  ``.keras`` checkpoints, ``BackupAndRestore`` resume, TerminateOnNaN, TensorBoard, CSV log.
+  ``.keras`` checkpoints, ``BackupAndRestore`` resume, TerminateOnNaN, TensorBoard, CSV log
+  for your own ``fit``.
 * :func:`distribution_scope`: MirroredStrategy / MultiWorkerMirroredStrategy (TF),
   ``keras.distribution.DataParallel`` (JAX), single device (torch).
-* :class:`TrainConfig` + :func:`train`: the whole run, as used by ``keras-segattn train``.
+* :class:`TrainConfig` + :func:`train`: the whole run, as used by ``keras-segattn train``;
+  it resumes exactly after any interruption (:mod:`keras_segattn.training.run_dir`).
 """
 
 from keras_segattn.training.callbacks import AtomicCheckpoint  # noqa: F401

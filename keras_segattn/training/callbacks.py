@@ -1,59 +1,143 @@
-"""Training callbacks: atomic checkpoints, periodic mmseg-style evaluation, callback assembly.
+"""Training callbacks: interval bookkeeping of ``train()``, atomic checkpoints, periodic
+mmseg-style evaluation, a progress bar per interval, and the standard list for ``fit``.
 
-Training runs as ``fit(epochs=N, steps_per_epoch=interval)`` over an infinite dataset, so one
-Keras "epoch" is one checkpoint / evaluation interval of ``interval`` iterations (mmseg's
-``IterBasedTrainLoop`` with ``val_interval``). ``keras.callbacks.BackupAndRestore`` saves at
-every epoch end, which makes resuming after an interruption exact: it restores weights,
-optimizer state (``optimizer.iterations`` included, so the LR schedule continues) and the
-epoch counter, and training ends with the same total step count.
+Training runs as ``fit(epochs=N, steps_per_epoch=interval)`` over an endless dataset, so one
+Keras "epoch" is one evaluation interval of ``interval`` iterations (mmseg's
+``IterBasedTrainLoop`` with ``val_interval``); :class:`RunProgress` ends the last interval
+early when the total is not a multiple of it.
 """
 
 import json
+import math
 import os
-import tempfile
+import time
 
 import keras
 
 from keras_segattn import evaluation
+from keras_segattn.training.run_dir import atomic_save_model, atomic_write_text  # noqa: F401
 
 
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` so readers see either the old or the new file, never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def interval_end(epoch, interval, total_steps):
+    """The global step at the end of interval (Keras epoch) ``epoch``."""
+    return min((epoch + 1) * interval, total_steps)
 
 
-def atomic_save_model(model, path):
-    """``model.save(path)`` through a temporary file in the same folder + ``os.replace``.
+class RunProgress(keras.callbacks.Callback):
+    """``train()``'s bookkeeping: stop at ``total_steps`` and commit every interval's end.
 
-    A crash while saving leaves the previous checkpoint intact (``os.replace`` is atomic on
-    POSIX and Windows within one file system)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = ".weights.h5" if path.endswith(".weights.h5") else os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        if suffix == ".weights.h5":
-            model.save_weights(tmp, overwrite=True)
-        else:
-            model.save(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    At the end of each interval (after :class:`EvaluationCallback`, which adds ``val_*``
+    to the logs) it writes, in this order, the resume backup, the ``.keras`` checkpoint
+    when one is due, and then ``state.json`` (the commit; see
+    :mod:`keras_segattn.training.run_dir`), and after it deletes superseded files and
+    rewrites ``history.csv`` and the TensorBoard scalars. A non-finite loss stops training
+    before anything of that interval is committed.
+
+    Args:
+        run: :class:`~keras_segattn.training.run_dir.RunDirectory`.
+        state: the committed state this launch starts from (``state.json``'s content).
+        interval, total_steps: steps per interval and in the whole run.
+        checkpoint_every, keep_checkpoints: ``.keras`` checkpoint period (a multiple of
+            ``interval``; the final step is always saved) and how many to keep.
+        evaluation_callback: its ``last_result`` is kept in the state for ``metrics.json``.
+        scalar_log: optional :class:`~keras_segattn.training.run_dir.ScalarLog`.
+        launch_start: ``time.time()`` when this launch started (for the run's seconds).
+    """
+
+    def __init__(self, run, state, interval, total_steps, checkpoint_every=None,
+                 keep_checkpoints=3, evaluation_callback=None, scalar_log=None,
+                 launch_start=None):
+        super().__init__()
+        self.run = run
+        self.state = state
+        self.interval = int(interval)
+        self.total_steps = int(total_steps)
+        self.checkpoint_every = int(checkpoint_every or interval)
+        self.keep_checkpoints = keep_checkpoints
+        self.evaluation_callback = evaluation_callback
+        self.scalar_log = scalar_log
+        self._clock = launch_start or time.time()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._epoch * self.interval + batch + 1 >= self.total_steps:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = interval_end(epoch, self.interval, self.total_steps)
+        committed = self.state["step"]
+        row = {"epoch": epoch, "step": step}
+        for key, value in sorted((logs or {}).items()):
+            try:
+                row[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        loss = row.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise RuntimeError(
+                f"training stopped: the loss became {loss} in steps {committed + 1}-{step}; "
+                f"{self.run.path} stays at step {committed}. Try a lower learning rate, a "
+                "warm-up (--warmup-steps) or no mixed precision.")
+        try:
+            backup = self.run.save_backup(self.model, step)
+            if step % self.checkpoint_every == 0 or step == self.total_steps:
+                self.run.save_checkpoint(self.model, step, {k: v for k, v in row.items()
+                                                            if k not in ("epoch", "step")},
+                                         self.keep_checkpoints)
+            result = getattr(self.evaluation_callback, "last_result", None)
+            now = time.time()
+            state = dict(self.state, step=step, backups=[backup] + self.state["backups"][:1],
+                         history=self.state["history"] + [row],
+                         evaluation=_result_record(result),
+                         seconds=self.state.get("seconds", 0.0) + now - self._clock)
+            self.run.write_state(state)  # the commit
+            self._clock = now
+            self.state = state
+            self.run.delete_unreferenced(state, self.keep_checkpoints)
+            self.run.write_history(state["history"])
+            if self.scalar_log is not None:
+                self.scalar_log.append(row)
+        except OSError as error:
+            raise OSError(error.errno, f"cannot save step {step} in {self.run.path} "
+                          f"({error.strerror or error}); the run is saved up to step "
+                          f"{self.state['step']}: free some space and run the same command "
+                          "to resume") from error
+
+
+def _result_record(result):
+    if result is None:
+        return None
+    return {"mIoU": float(result["mIoU"]), "mAcc": float(result["mAcc"]),
+            "aAcc": float(result["aAcc"]), "IoU": [float(v) for v in result["IoU"]],
+            "Acc": [float(v) for v in result["Acc"]], "class_names": result.get("class_names"),
+            "num_images": int(result.get("num_images", 0))}
+
+
+class IntervalProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, one per interval, headed ``Steps 201-400 of 500``, with the
+    last (possibly shorter) interval's own length as its target."""
+
+    def __init__(self, interval, total_steps):
+        super().__init__()
+        self.interval = int(interval)
+        self.total_steps = int(total_steps)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = 1  # our header replaces Keras' "Epoch k/n"
+
+    def on_epoch_begin(self, epoch, logs=None):
+        first = epoch * self.interval
+        last = interval_end(epoch, self.interval, self.total_steps)
+        self.target = last - first
+        super().on_epoch_begin(epoch, logs)
+        if self.verbose:
+            span = f"Step {last}" if last == first + 1 else f"Steps {first + 1}-{last}"
+            print(f"{span} of {self.total_steps}", flush=True)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -104,13 +188,13 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                       "logs": {k: float(v) for k, v in (logs or {}).items()
                                if isinstance(v, (int, float))}})
         index.sort(key=lambda e: e["step"])
-        if self.keep is not None:
-            for old in index[: max(0, len(index) - self.keep)]:
-                old_path = os.path.join(self.directory, old["path"])
-                if os.path.exists(old_path):
-                    os.remove(old_path)
-            index = index[-self.keep:]
+        dropped = index[: max(0, len(index) - self.keep)] if self.keep is not None else []
+        index = index[len(dropped):]
         atomic_write_text(self._index_path(), json.dumps(index, indent=2))
+        for old in dropped:  # after the index no longer names them
+            old_path = os.path.join(self.directory, old["path"])
+            if os.path.exists(old_path):
+                os.remove(old_path)
 
 
 class EvaluationCallback(keras.callbacks.Callback):
@@ -120,11 +204,16 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     Used instead of ``fit(validation_data=...)`` because it gives mmseg's dataset-level
     metrics and handles partial batches under JAX ``DataParallel`` (by padding).
+    ``steps_per_epoch`` / ``total_steps`` (optional) make the printed line name the global
+    step (``[eval @ step 400/500]``) instead of the epoch.
     """
 
     def __init__(self, dataset, num_classes, every_epochs=1, class_names=None,
-                 max_batches=None, print_table=False, **evaluate_kwargs):
+                 max_batches=None, print_table=False, steps_per_epoch=None, total_steps=None,
+                 **evaluate_kwargs):
         super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = total_steps
         self.dataset = dataset
         self.num_classes = num_classes
         self.every_epochs = max(1, int(every_epochs))
@@ -149,7 +238,12 @@ class EvaluationCallback(keras.callbacks.Callback):
         if logs is not None:
             for key in ("mIoU", "mAcc", "aAcc"):
                 logs[f"val_{key}"] = result[key]
-        print(f"\n[eval @ epoch {epoch + 1}] {result.summary()}", flush=True)
+        if self.steps_per_epoch and self.total_steps:
+            step = interval_end(epoch, self.steps_per_epoch, self.total_steps)
+            where = f"step {step}/{self.total_steps}"
+        else:
+            where = f"epoch {epoch + 1}"
+        print(f"\n[eval @ {where}] {result.summary()}", flush=True)
         if self.print_table:
             print(result.table(), flush=True)
 
@@ -157,10 +251,13 @@ class EvaluationCallback(keras.callbacks.Callback):
 def make_callbacks(output_dir, steps_per_epoch, checkpoint_every_epochs=1, keep_checkpoints=3,
                    evaluation_callback=None, tensorboard=True, backup=True,
                    terminate_on_nan=True, extra=()):
-    """The standard callback list for a run in ``output_dir``.
+    """A standard callback list for your own ``model.fit`` in ``output_dir``.
 
     Order: [extra..., evaluation, TerminateOnNaN, AtomicCheckpoint, BackupAndRestore,
-    TensorBoard, CSVLogger]. Progress bars come from ``fit(verbose=...)``.
+    TensorBoard, CSVLogger]. Progress bars come from ``fit(verbose=...)``. Keras'
+    ``BackupAndRestore`` restores weights, optimizer and epoch, but not the position of your
+    data pipeline nor the dropout random states; :func:`keras_segattn.training.train`
+    resumes exactly (it does not use this list).
 
     Layout: ``checkpoints/`` (atomic ``.keras`` checkpoints), ``backup/`` (BackupAndRestore
     state; with ``double_checkpoint=True`` a write torn by a crash falls back to the previous

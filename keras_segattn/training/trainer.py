@@ -1,12 +1,18 @@
 """``train(config)``: the standard segmentation recipe as one function (used by the CLI).
 
 Iteration-based like mmsegmentation: ``config.steps`` optimizer steps in intervals of
-``config.eval_every`` steps (one Keras epoch each), a checkpoint + evaluation after each
-interval, SGD(momentum 0.9, weight decay 5e-4, lr 0.01) with :class:`WarmupPolyDecay` (or
-``optimizer="adamw"``: AdamW with the same schedule, default lr 3e-3), SCCE on logits
-with ignore index 255 and an auxiliary head at weight 0.4 (the model's ``compile()``
-defaults), mIoU/mAcc/aAcc. Re-running the same command with the same ``output_dir`` resumes
-from the last interval (``keras.callbacks.BackupAndRestore``).
+``config.eval_every`` steps (one Keras epoch each; the last interval is shorter when
+``steps`` is not a multiple), an evaluation, a resume point and (every
+``checkpoint_every`` steps) a ``.keras`` checkpoint after each interval, SGD(momentum 0.9,
+weight decay 5e-4, lr 0.01) with :class:`WarmupPolyDecay` (or ``optimizer="adamw"``: AdamW
+with the same schedule, default lr 3e-3), SCCE on logits with ignore index 255 and an
+auxiliary head at weight 0.4 (the model's ``compile()`` defaults), mIoU/mAcc/aAcc.
+
+Re-running with the same ``output_dir`` continues an interrupted run exactly: the model,
+optimizer, schedule and dropout states come from the last completed interval
+(:mod:`keras_segattn.training.run_dir`) and the training pipeline starts at that step's
+batch (``make_pipeline(start_batch=...)``), so the resumed run computes what the
+uninterrupted one would have. Re-running a finished run reports its result.
 """
 
 import dataclasses
@@ -18,11 +24,11 @@ import time
 
 import keras
 
-from keras_segattn import evaluation
-from keras_segattn.optimizers import SGD
+from keras_segattn import evaluation, recipe, validation
 from keras_segattn.training import callbacks as callbacks_lib
 from keras_segattn.training import distribution as distribution_lib
-from keras_segattn.training.schedules import WarmupPolyDecay
+from keras_segattn.training.run_dir import (RunDirectory, ScalarLog, atomic_save_model,
+                                            atomic_write_text)
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("auto", "sgd", "adamw")
@@ -92,19 +98,36 @@ class TrainConfig:
     model_kwargs: dict = dataclasses.field(default_factory=dict)
 
     def validate(self):
-        if self.steps <= 0:
-            raise ValueError(f"steps must be > 0; got {self.steps}.")
-        if self.eval_every <= 0:
-            raise ValueError(f"eval_every must be > 0; got {self.eval_every}.")
-        if self.steps % self.eval_every:
-            raise ValueError(
-                f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every}): "
-                "training runs in whole evaluation intervals so resuming is exact."
-            )
+        """Check every field (one-line ``ValueError`` naming it) and resolve the ``"auto"``
+        and ``None`` defaults; returns ``self``."""
+        for name in ("steps", "eval_every", "batch_size", "keep_checkpoints"):
+            setattr(self, name, validation.check_positive_int(getattr(self, name), name))
+        for name in ("checkpoint_every", "num_classes", "eval_max_batches"):
+            setattr(self, name, validation.check_positive_int(getattr(self, name), name,
+                                                              allow_none=True))
+        if self.gradient_accumulation_steps is not None and (
+                validation.check_positive_int(self.gradient_accumulation_steps,
+                                              "gradient_accumulation_steps") < 2):
+            raise ValueError("gradient_accumulation_steps must be >= 2 (or None); got "
+                             f"{self.gradient_accumulation_steps!r}.")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
+                or not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be an integer in [0, steps={self.steps}); got "
+                             f"{self.warmup_steps!r}.")
+        if self.output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32; got {self.output_stride!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}.")
+        if self.end_learning_rate < 0:
+            raise ValueError(f"end_learning_rate must be >= 0; got {self.end_learning_rate!r}.")
         if self.checkpoint_every and self.checkpoint_every % self.eval_every:
             raise ValueError(
                 f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every "
-                f"({self.eval_every})."
+                f"({self.eval_every}): checkpoints are written at the end of an interval."
             )
         if self.dataset == "synthetic" and self.dataset_config is None:
             self.dataset_config = "32px"  # the demo: learns the cue in a few CPU minutes
@@ -132,8 +155,6 @@ class TrainConfig:
         if self.end_learning_rate > self.learning_rate:
             raise ValueError(f"end_learning_rate ({self.end_learning_rate}) must be <= "
                              f"learning_rate ({self.learning_rate}).")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0; got {self.batch_size}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
                 f"mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}."
@@ -188,13 +209,14 @@ def _dataset_info(config):
     return data.dataset_info(config.dataset)
 
 
-def build_datasets(config, global_batch_size):
+def build_datasets(config, global_batch_size, start_step=0):
     """(train, val) ``tf.data`` pipelines from :mod:`keras_segattn.data`.
 
-    Training: infinite, shuffled, augmented as ``config.augment`` says,
-    ``drop_remainder=True`` (every batch divides by the replica count). Validation: one
-    pass, full-size images, partial batch kept (the evaluator pads it under JAX
-    ``DataParallel``).
+    Training: endless, shuffled, augmented as ``config.augment`` says,
+    ``drop_remainder=True`` (every batch divides by the replica count), starting at batch
+    ``start_step`` of the stream (a resumed run continues with the batches the
+    uninterrupted run would have seen). Validation: one pass, full-size images, partial
+    batch kept (the evaluator pads it under JAX ``DataParallel``).
     """
     from keras_segattn import data
 
@@ -214,7 +236,8 @@ def build_datasets(config, global_batch_size):
     train = data.make_pipeline(
         train_ds, training=True, crop_size=config.crop_size, batch_size=global_batch_size,
         scale=info.scale, num_classes=info.num_classes, name=config.dataset, seed=config.seed,
-        drop_remainder=True, repeat=True, cache=small, **augment[config.augment])
+        drop_remainder=True, repeat=True, cache=small, start_batch=start_step,
+        **augment[config.augment])
     val = data.make_pipeline(
         val_ds, training=False, batch_size=global_batch_size, eval_scale=info.scale,
         num_classes=info.num_classes, name=config.dataset, drop_remainder=False, cache=small)
@@ -224,20 +247,19 @@ def build_datasets(config, global_batch_size):
 # --- model ------------------------------------------------------------------------------------
 
 
+def recipe_arguments(config):
+    """The ``keras_segattn.recipe`` numbers of a run (``Segmenter.compile`` keywords)."""
+    return dict(optimizer_type=config.optimizer, steps=config.steps,
+                learning_rate=config.learning_rate, momentum=config.momentum,
+                weight_decay=config.weight_decay, end_learning_rate=config.end_learning_rate,
+                warmup_steps=config.warmup_steps, head_lr_multiplier=config.head_lr_multiplier,
+                gradient_accumulation_steps=config.gradient_accumulation_steps)
+
+
 def build_optimizer(config, model=None):
-    """AdamW, or SGD as mmseg/PyTorch define it (L2 weight decay through the momentum;
-    ``head_lr_multiplier`` on every variable outside ``model``'s backbone)."""
-    schedule = WarmupPolyDecay(config.learning_rate, decay_steps=config.steps,
-                               warmup_steps=config.warmup_steps, end_lr=config.end_learning_rate)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=config.weight_decay,
-            gradient_accumulation_steps=config.gradient_accumulation_steps or None)
-    multipliers = model.head_lr_multipliers(config.head_lr_multiplier) if model else {}
-    return SGD(
-        learning_rate=schedule, momentum=config.momentum, weight_decay=config.weight_decay,
-        lr_multipliers=multipliers,
-        gradient_accumulation_steps=config.gradient_accumulation_steps or None)
+    """The run's optimizer: ``keras_segattn.recipe.optimizer`` (AdamW, or SGD as mmseg/PyTorch
+    define it; ``head_lr_multiplier`` on every variable outside ``model``'s backbone)."""
+    return recipe.optimizer(model, **recipe_arguments(config))
 
 
 def build_model(config, num_classes):
@@ -248,11 +270,15 @@ def build_model(config, num_classes):
     kwargs.setdefault("backbone", config.backbone)
     kwargs.setdefault("output_stride", config.output_stride)
     model = models.get(config.model, num_classes=num_classes, **kwargs)
-    model.compile(optimizer=build_optimizer(config, model))
+    model.compile(**recipe_arguments(config))  # the recipe: saved with the model, reloads compiled
     return model
 
 
 # --- train ------------------------------------------------------------------------------------
+
+# Fields a rerun may change without changing what the run computes.
+_RESUMABLE_CHANGES = ("output_dir", "data_dir", "manual_dir", "verbose", "tensorboard",
+                      "keep_checkpoints")
 
 
 def _verbose(config):
@@ -261,45 +287,88 @@ def _verbose(config):
     return 1 if sys.stdout.isatty() else 2
 
 
-def _tensorboard_available():
-    """TensorBoard logging needs the ``tensorboard`` package (a dependency, but an install
-    without it should still train): skip it, with a note, instead of failing at the first
-    summary write."""
-    import importlib.util
+def _check_same_run(run, config):
+    """A run folder with committed progress continues only with the settings it started with."""
+    saved = run.read_json("config.json")
+    if saved is None:
+        return
+    saved.pop("_run", None)
+    current = config.to_dict()
+    differences = [f"{key}: {saved.get(key)!r} there, {current[key]!r} here"
+                   for key in current if key not in _RESUMABLE_CHANGES
+                   and key in saved and saved[key] != current[key]]
+    if differences:
+        raise ValueError(
+            f"{run.path} holds a run with other settings ({'; '.join(differences[:3])}"
+            f"{'; ...' if len(differences) > 3 else ''}); continue it with its own settings "
+            f"(keras-segattn train --resume {run.path}) or choose another output_dir.")
 
-    if importlib.util.find_spec("tensorboard") is not None:
-        return True
-    print("keras-segattn: TensorBoard logs skipped (`pip install tensorboard` to get them).",
-          file=sys.stderr, flush=True)
-    return False
+
+def _history_dict(rows):
+    keys = sorted({k for row in rows for k in row} - {"epoch"})
+    return {k: [row.get(k) for row in rows] for k in keys}
 
 
-def train(config, callbacks=(), train_dataset=None, val_dataset=None):
+def _rewind(state, step):
+    """``state`` as it was at ``step`` (a backup older than the newest was restored)."""
+    return dict(state, step=step, finished=False,
+                backups=[b for b in state["backups"] if b["step"] <= step],
+                history=[r for r in state["history"] if r["step"] <= step],
+                evaluation=None)
+
+
+def _finished_result(run, state, log):
+    """What ``train`` returns for a run that finished earlier: its saved model and metrics."""
+    import keras_segattn.models  # noqa: F401  (registers the classes for load_model)
+
+    model_path = run.file("model.keras")
+    validation.check_keras_file(model_path, "the run's model")
+    metrics = run.read_json("metrics.json")
+    log(f"{run.path} finished all {state['step']} steps earlier: reporting its result "
+        "(choose another output_dir to train again).", flush=True)
+    return {"model": keras.saving.load_model(model_path),
+            "history": _history_dict(state["history"]),
+            "metrics": evaluation.EvaluationResult(metrics) if metrics else None,
+            "output_dir": run.path, "model_path": model_path, "seconds": state.get("seconds", 0.0),
+            "distribution": None, "resumed_from": state["step"], "already_finished": True}
+
+
+def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print):
     """Train a model as described by ``config`` (a :class:`TrainConfig` or a dict).
 
-    Writes to ``config.output_dir``: ``config.json`` (the resolved configuration),
-    ``checkpoints/`` (atomic ``.keras`` every ``checkpoint_every`` steps), ``backup/``
-    (resume state), ``logs/`` (TensorBoard), ``history.csv``, ``model.keras`` (final model)
-    and ``metrics.json`` (final evaluation). Running again with the same ``output_dir``
-    resumes after the last completed interval.
+    Writes to ``config.output_dir`` (layout and crash-safety in
+    :mod:`keras_segattn.training.run_dir`): ``config.json``, ``state.json``, ``backup/``,
+    ``checkpoints/``, ``history.csv``, ``logs/`` (TensorBoard) and, once finished,
+    ``model.keras`` and ``metrics.json`` (``backup/`` is then removed). Running again with
+    the same ``output_dir`` resumes after the last completed interval ("Resuming <dir> from
+    step N of M") and ends where the uninterrupted run ends; on a finished run it returns the
+    saved result without training. A folder holding a run with other settings is refused.
 
     Args:
         config: :class:`TrainConfig` or dict of its fields.
         callbacks: extra Keras callbacks (run first).
-        train_dataset, val_dataset: optional ready-made batched datasets replacing the
-            :mod:`keras_segattn.data` pipelines (``config.num_classes`` is then required).
+        train_dataset: optional training data replacing the :mod:`keras_segattn.data`
+            pipeline (``config.num_classes`` and ``crop_size`` are then required): a
+            function ``start_step -> dataset`` (endless, batched), so a resumed run gets the
+            batches from its step on, or a dataset (then a resumed run restarts it from its
+            first batch, and says so).
+        val_dataset: optional batched evaluation dataset.
+        log: where progress lines go (``print``).
 
     Returns:
-        dict with ``model``, ``history`` (dict of lists), ``metrics``
-        (:class:`~keras_segattn.evaluation.EvaluationResult`), ``output_dir``,
-        ``model_path``, ``seconds``, ``distribution``.
+        dict with ``model``, ``history`` (dict of lists, one entry per interval, with
+        ``step``), ``metrics`` (:class:`~keras_segattn.evaluation.EvaluationResult`),
+        ``output_dir``, ``model_path``, ``seconds`` (training time over all launches),
+        ``distribution``, ``resumed_from`` (the step this launch started at) and
+        ``already_finished``.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     config.validate()
     class_names = None
     num_classes = config.num_classes
-    if train_dataset is None:
+    custom_train = train_dataset is not None
+    if not custom_train:
         info = _dataset_info(config)
         num_classes = num_classes or info.num_classes
         class_names = list(info.class_names)
@@ -313,62 +382,118 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None):
         distribution_lib.multi_worker_strategy()  # before any TF op (builds the datasets)
         # Only the chief writes to output_dir; other workers to output_dir/workers/<task>.
         config.output_dir = distribution_lib.worker_output_dir(config.output_dir)
-    os.makedirs(config.output_dir, exist_ok=True)
+    run = RunDirectory(validation.check_output_dir(config.output_dir, "output_dir"))
+    run.remove_temporaries()
+    state = run.read_state()
+    if state is None and os.path.exists(run.file("backup", "training_metadata.json")):
+        raise ValueError(
+            f"{run.path} holds a run of an earlier keras-segattn (Keras BackupAndRestore files "
+            "in backup/), which cannot be continued exactly; choose another output_dir (its "
+            "checkpoints/ stay usable with keras-segattn evaluate/export).")
+    if state is not None:
+        _check_same_run(run, config)
+        if state.get("finished"):
+            return _finished_result(run, state, log)
+    start_step = state["step"] if state else 0
 
-    keras.utils.set_random_seed(config.seed)
-    start = time.time()
-    if train_dataset is None:  # first: missing data fails fast, before building the model
-        train_dataset, val_dataset = build_datasets(config, config.batch_size)
+    launch_start = time.time()
+
+    def make_train(step):
+        if not custom_train:
+            return None
+        return train_dataset(step) if callable(train_dataset) else train_dataset
+
+    if custom_train:
+        train_data = make_train(start_step)
+    else:  # first: missing data fails fast, before building the model
+        train_data, val_dataset = build_datasets(config, config.batch_size, start_step=start_step)
     previous_policy = keras.mixed_precision.global_policy().name
+    scalar_log = None
     try:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy(config.mixed_precision)
+        # Seeded here, after the datasets: preparing a dataset on first use draws random
+        # numbers (its generator), and the weights must not depend on whether it did. The
+        # data pipeline has its own explicit seeds.
+        keras.utils.set_random_seed(config.seed)
         with distribution_lib.distribution_scope(config.distribution) as dist:
             if config.batch_size % dist.num_replicas:
                 raise ValueError(
                     f"batch_size {config.batch_size} (global) must be divisible by the "
                     f"{dist.num_replicas} replicas of distribution {dist.kind!r}.")
             model = build_model(config, num_classes)
-        train_dataset = distribution_lib.prepare_dataset(train_dataset, dist.kind)
+        if state is not None:
+            step = run.restore(model, state, log=lambda m: log(m, flush=True))
+            if step != state["step"]:
+                state = _rewind(state, step)
+                train_data = make_train(step) if custom_train else build_datasets(
+                    config, config.batch_size, start_step=step)[0]
+            iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+            if iterations != step:
+                raise ValueError(f"{run.path}: the backup of step {step} holds an optimizer at "
+                                 f"iteration {iterations}; the run folder is inconsistent.")
+            log(f"Resuming {run.path} from step {step} of {config.steps}.", flush=True)
+            if custom_train and not callable(train_dataset):
+                log("keras-segattn: the custom train_dataset restarts from its first batch; pass "
+                    "a function of the start step for an exact resume.", flush=True)
+        else:
+            state = {"version": 1, "step": 0, "total_steps": config.steps, "finished": False,
+                     "backups": [], "history": [], "evaluation": None, "seconds": 0.0}
+        run.prune_checkpoints(state["step"])
+        train_data = distribution_lib.prepare_dataset(train_data, dist.kind)
         record = config.to_dict()
         record["_run"] = {"backend": keras.backend.backend(), "keras": keras.__version__,
                           "distribution": dist.kind, "num_replicas": dist.num_replicas,
                           "num_classes": num_classes}
-        callbacks_lib.atomic_write_text(os.path.join(config.output_dir, "config.json"),
-                                        json.dumps(record, indent=2))
-        epochs = config.steps // config.eval_every
+        atomic_write_text(run.file("config.json"), json.dumps(record, indent=2))
+        run.write_history(state["history"])
+        if config.tensorboard:
+            scalar_log = ScalarLog(run.file("logs"), state["history"])
         eval_cb = None
         if val_dataset is not None:
             eval_cb = callbacks_lib.EvaluationCallback(
                 val_dataset, num_classes, class_names=class_names, mode=config.eval_mode,
-                max_batches=config.eval_max_batches)
-        cbs = callbacks_lib.make_callbacks(
-            config.output_dir, steps_per_epoch=config.eval_every,
-            checkpoint_every_epochs=(config.checkpoint_every or config.eval_every)
-            // config.eval_every,
+                max_batches=config.eval_max_batches, steps_per_epoch=config.eval_every,
+                total_steps=config.steps)
+        progress = callbacks_lib.RunProgress(
+            run, state, config.eval_every, config.steps,
+            checkpoint_every=config.checkpoint_every or config.eval_every,
             keep_checkpoints=config.keep_checkpoints, evaluation_callback=eval_cb,
-            tensorboard=config.tensorboard and _tensorboard_available(), extra=callbacks)
-        history = model.fit(train_dataset, epochs=epochs, steps_per_epoch=config.eval_every,
-                            callbacks=cbs, verbose=_verbose(config))
-        if model.stop_training and any(
-                isinstance(c, keras.callbacks.TerminateOnNaN) for c in cbs) and history.history \
-                and any(v != v for v in history.history.get("loss", [0.0])[-1:]):
-            raise RuntimeError("training stopped: the loss became NaN (try a lower learning "
-                               "rate, warm-up, or mixed_precision=None).")
-        model_path = os.path.join(config.output_dir, "model.keras")
-        callbacks_lib.atomic_save_model(model, model_path)
-        metrics = eval_cb.last_result if eval_cb is not None else None
-        if metrics is not None:
-            callbacks_lib.atomic_write_text(
-                os.path.join(config.output_dir, "metrics.json"),
-                json.dumps({"mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"],
-                            "aAcc": metrics["aAcc"], "IoU": list(map(float, metrics["IoU"])),
-                            "Acc": list(map(float, metrics["Acc"])),
-                            "class_names": metrics.get("class_names"),
-                            "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations))},
-                           indent=2, allow_nan=True))
-        return {"model": model, "history": history.history, "metrics": metrics,
-                "output_dir": config.output_dir, "model_path": model_path,
-                "seconds": time.time() - start, "distribution": dist}
+            scalar_log=scalar_log, launch_start=launch_start)
+        verbose = _verbose(config)
+        cbs = [*callbacks, *([eval_cb] if eval_cb else []), progress]
+        if verbose:
+            cbs.append(callbacks_lib.IntervalProgbar(config.eval_every, config.steps))
+        intervals = -(-config.steps // config.eval_every)
+        if state["step"] < config.steps:
+            with validation.one_line_errors():
+                model.fit(train_data, epochs=intervals,
+                          initial_epoch=state["step"] // config.eval_every,
+                          steps_per_epoch=config.eval_every, callbacks=cbs, verbose=verbose,
+                          shuffle=False)
+            state = progress.state
+        return _finish(run, model, state, dist, config, resumed_from=start_step)
     finally:
+        if scalar_log is not None:
+            scalar_log.close()
         keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _finish(run, model, state, dist, config, resumed_from):
+    """Write ``model.keras`` and ``metrics.json``, mark the run finished, drop ``backup/``."""
+    if state["step"] < config.steps:  # fit returned early: an extra callback stopped it
+        raise RuntimeError(f"training stopped at step {state['step']} of {config.steps} (a "
+                           f"callback set stop_training); rerun to continue from there.")
+    model_path = run.file("model.keras")
+    atomic_save_model(model, model_path)
+    metrics = state.get("evaluation")
+    if metrics is not None:
+        atomic_write_text(run.file("metrics.json"), json.dumps(
+            dict(metrics, steps=state["step"]), indent=2, allow_nan=True))
+        metrics = evaluation.EvaluationResult(metrics)
+    state = dict(state, finished=True, backups=[])
+    run.write_state(state)
+    run.remove("backup")
+    return {"model": model, "history": _history_dict(state["history"]), "metrics": metrics,
+            "output_dir": run.path, "model_path": model_path, "seconds": state["seconds"],
+            "distribution": dist, "resumed_from": resumed_from, "already_finished": False}

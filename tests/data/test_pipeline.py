@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_segattn import data
+from keras_segattn import data, validation
 
 
 def toy_dataset(n=5, h=20, w=30, num_classes=4, as_tuple=False):
@@ -55,6 +55,45 @@ class TestTrainingPipeline:
         np.testing.assert_array_equal(epoch1[0].numpy(), again[0].numpy())
         np.testing.assert_array_equal(epoch1[1].numpy(), again[1].numpy())
         assert not np.array_equal(epoch1[0].numpy(), epoch2[0].numpy())
+
+    @pytest.mark.parametrize("start", [1, 3, 7])
+    def test_start_batch_continues_the_same_stream(self, start):
+        """An endless pipeline is a pure function of the batch index: starting at batch N
+        gives exactly the batches N, N+1, ... of the pipeline started at 0 (same examples,
+        same augmentation draws), across epoch boundaries (5 examples, batch 2)."""
+        def make(start_batch):
+            return data.make_pipeline(toy_dataset(), training=True, crop_size=(12, 16),
+                                      batch_size=2, seed=3, repeat=True, cache=True,
+                                      start_batch=start_batch)
+
+        full = [b for b in make(0).take(start + 4).as_numpy_iterator()]
+        resumed = [b for b in make(start).take(4).as_numpy_iterator()]
+        for a, b in zip(full[start:], resumed):
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+        # Each epoch has its own order, and augmentation draws differ between batches.
+        assert not np.array_equal(full[0][0], full[1][0])
+
+    def test_each_epoch_holds_every_example_once(self):
+        ids = tf.data.Dataset.from_tensor_slices(
+            {"image": np.arange(6, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8),
+             "label": np.zeros((6, 2, 2), np.uint8)})
+        ds = data.make_pipeline(ids, training=True, crop_size=2, batch_size=3, seed=0,
+                                repeat=True, ratio_range=(1.0, 1.0), photometric=False,
+                                flip_prob=0.0, start_batch=1)
+        seen = [int(b[0][i, 0, 0, 0]) for b in ds.take(4).as_numpy_iterator() for i in range(3)]
+        # batches 1..4 = the second half of epoch 0, all of epoch 1, the first half of epoch 2
+        assert sorted(seen[3:9]) == list(range(6))
+        assert seen[3:9] != list(range(6))
+
+    def test_start_batch_errors(self):
+        with pytest.raises(ValueError, match="start_batch needs an endless training pipeline"):
+            data.make_pipeline(toy_dataset(), training=True, crop_size=8, seed=0, start_batch=2)
+        with pytest.raises(ValueError, match="start_batch needs a seed"):
+            data.make_pipeline(toy_dataset(), training=True, crop_size=8, repeat=True,
+                               start_batch=2)
+        with pytest.raises(ValueError, match="start_batch must be an integer >= 0; got -1"):
+            data.make_pipeline(toy_dataset(), training=True, crop_size=8, start_batch=-1)
 
     def test_repeat(self):
         ds = data.make_pipeline(toy_dataset(), training=True, crop_size=8, batch_size=2,
@@ -106,18 +145,61 @@ class TestLabelValidation:
         label[0, 0], label[1, 1], label[2, 2] = 7, 9, 255
         return tf.data.Dataset.from_tensors({"image": np.zeros((6, 6, 3), np.uint8), "label": label})
 
-    def test_in_graph_error_names_dataset_and_values(self):
+    def test_in_graph_error_is_one_line_naming_value_and_example(self):
         ds = data.make_pipeline(self.bad_dataset(), training=False, batch_size=1,
                                 num_classes=5, name="my_set")
         with pytest.raises(tf.errors.InvalidArgumentError) as info:
             list(ds)
-        message = str(info.value)
-        assert "dataset my_set " in message and "[0, 5)" in message
-        assert "[7 9]" in message
+        assert validation.check_message(info.value) == (
+            "label 7 in example 0 of dataset my_set is outside [0, 5) and is not the ignore "
+            "index 255")
+        with pytest.raises(ValueError) as info:
+            with validation.one_line_errors():
+                list(ds)
+        assert str(info.value) == (
+            "label 7 in example 0 of dataset my_set is outside [0, 5) and is not the ignore "
+            "index 255")
+
+    def test_error_names_the_example(self):
+        labels = np.zeros((5, 4, 4), np.uint8)
+        labels[3, 1, 2] = 9
+        ds = tf.data.Dataset.from_tensor_slices((np.zeros((5, 4, 4, 3), np.uint8), labels))
+        pipeline = data.make_pipeline(ds, training=True, crop_size=4, batch_size=1, seed=0,
+                                      shuffle_buffer=1, num_classes=3, name="toy")
+        with pytest.raises(ValueError, match=r"^label 9 in example 3 of dataset toy is outside "
+                                             r"\[0, 3\) and is not the ignore index 255$"):
+            with validation.one_line_errors():
+                list(pipeline)
+
+    @pytest.mark.parametrize("value", [2.0, 0.5])
+    def test_float_labels_are_refused_at_once(self, value):
+        ds = tf.data.Dataset.from_tensors((np.zeros((4, 4, 3), np.uint8),
+                                           np.full((4, 4), value, np.float32)))
+        with pytest.raises(ValueError) as info:
+            data.make_pipeline(ds, training=False, num_classes=3, name="toy")
+        assert str(info.value) == (
+            f"label {value} in example 0 of dataset toy is a float32 value; class indices must "
+            "be integers 0..K-1 (or the ignore index 255): cast whole-number labels to int32 "
+            "and map fractional ones to classes first")
+
+    @pytest.mark.parametrize("bad, counts", [(np.nan, "2 NaN and 0 Inf"), (np.inf, "0 NaN and 2 Inf")])
+    def test_nan_or_inf_images_are_refused(self, bad, counts):
+        images = np.zeros((3, 4, 4, 3), np.float32)
+        images[2, 0, :2, 0] = bad
+        ds = tf.data.Dataset.from_tensor_slices((images, np.zeros((3, 4, 4), np.uint8)))
+        with pytest.raises(ValueError) as info:
+            with validation.one_line_errors():
+                list(data.make_pipeline(ds, training=False, batch_size=2, name="toy"))
+        assert str(info.value) == (
+            f"images in example 2 of dataset toy contain {counts} values (of 48); they must "
+            "be finite RGB values in [0, 255]")
 
     def test_validate_labels_helper(self):
-        with pytest.raises(ValueError, match=r"dataset my_set.*\[7, 9\]"):
+        with pytest.raises(ValueError) as info:
             data.validate_labels(self.bad_dataset(), num_classes=5, name="my_set")
+        assert str(info.value) == (
+            "label 7 in element 0 of dataset my_set is outside [0, 5) and is not the ignore "
+            "index 255 (bad values [7, 9] in 1 element(s): [0])")
         assert data.validate_labels(self.bad_dataset(), num_classes=10) == 1
         batched = toy_dataset().batch(2).map(lambda ex: (ex["image"], ex["label"]))
         assert data.validate_labels(batched, num_classes=4) == 3

@@ -114,10 +114,19 @@ class TestSyntheticBuilder:
         config.validate()
         assert config.crop_size == (96, 96)
 
-    def test_prepare_and_load_tiny(self, tmp_path):
+    def test_prepare_and_load_tiny(self, tmp_path, capfd):
         info = data.dataset_info("synthetic")
         train = data.load("synthetic", "train", data_dir=str(tmp_path), config="32px_tiny")
+        # Preparing says so in one line of ours: no tfds "Downloading and preparing dataset
+        # Unknown size ..." banner, no progress bars, nothing on stdout.
+        out, err = capfd.readouterr()
+        where = tmp_path / "segattn_synthetic" / "32px_tiny" / "1.0.0"
+        assert out == ""
+        assert err.strip().splitlines() == [
+            f"keras_segattn.data: preparing synthetic (32px_tiny) in {where} (once; later runs "
+            "read it from there)"]
         val = data.load("synthetic", "val", data_dir=str(tmp_path), config="32px_tiny")
+        assert capfd.readouterr() == ("", "")  # already prepared: silent
         assert int(train.cardinality()) == 16 and int(val.cardinality()) == 8
         examples = list(val.as_numpy_iterator())
         assert sorted(examples[0]) == ["image", "label"]
@@ -173,3 +182,16 @@ def test_training_pipeline_keeps_the_cue_in_every_crop():
     assert (saturation.reshape(8, -1).max(1) > 150).all(), "the cue must stay visible"
     for label, original in zip(out_labels, labels):
         assert set(np.unique(label)) - {255} == set(np.unique(original))
+
+
+def test_tfds_dtype_deprecation_warning_is_dropped(caplog):
+    """tfds logs "`FeatureConnector.dtype` is deprecated" from its own decoder of our
+    byte-encoded features; keras_segattn.data drops exactly that message."""
+    import logging
+
+    absl = logging.getLogger("absl")
+    with caplog.at_level(logging.WARNING):
+        absl.warning("`FeatureConnector.dtype` is deprecated. Please change your code to use "
+                     "NumPy with the field `FeatureConnector.np_dtype`")
+        absl.warning("another absl warning")
+    assert [r.getMessage() for r in caplog.records] == ["another absl warning"]

@@ -2,7 +2,8 @@ import keras
 import numpy as np
 
 from keras_segattn.models import AttentionToScale
-from keras_segattn.models.attention_to_scale import AttentionToScaleHead, scale_output_name
+from keras_segattn.heads import AttentionToScaleHead
+from keras_segattn.models.attention_to_scale import scale_output_name
 from keras_segattn.testing import TestCase
 
 from model_checks import (

@@ -4,6 +4,7 @@ import pytest
 
 from keras_segattn import layers, models
 from keras_segattn.optimizers import SGD
+from keras_segattn.recipe import WarmupPolyDecay
 from keras_segattn.testing import TestCase
 
 from model_checks import TINY, images, labels
@@ -39,20 +40,7 @@ class TestImageNormalization(TestCase):
             layers.ImageNormalization()(np.zeros((1, 2, 2, 4), "float32"))
 
 
-class TestModelHelpers(TestCase):
-    def test_add_aux_fcn_head(self):
-        feature = keras.KerasTensor((1, 5, 6, 16))
-        logits, loss_weights = {"logits": None}, {"logits": 1.0}
-        models.base.add_aux_fcn_head(logits, loss_weights, feature, 3, channels=8,
-                                     activation="leaky_relu", use_bias=True, loss_weight=0.8)
-        assert list(logits) == ["logits", "aux"] and logits["aux"].shape == (1, 5, 6, 3)
-        assert loss_weights == {"logits": 1.0, "aux": 0.8}
-        config = models.base.aux_fcn_head(3, channels=8, use_bias=True).get_config()
-        assert config["name"] == "aux_head" and config["use_bias"] is True
-        assert (config["num_convs"], config["concat_input"], config["channels"]) == (1, False, 8)
-
-
-class TestSegmentationModel(TestCase):
+class TestNamedModelRecipe(TestCase):
     def test_head_lr_multiplier(self):
         model = models.get("danet", num_classes=3, backbone=TINY, inter_channels=8,
                            aux_channels=8)
@@ -70,8 +58,6 @@ class TestSegmentationModel(TestCase):
         assert model.get_compile_config()["segattn_recipe"]["head_lr_multiplier"] == 10.0
 
     def test_warmup(self):
-        from keras_segattn.training import WarmupPolyDecay
-
         model = models.get("fcn", num_classes=3, backbone=TINY, channels=8, aux_channels=8)
         model.compile(steps=100, warmup_steps=10)
         schedule = model.optimizer._learning_rate
@@ -99,9 +85,9 @@ class TestSegmentationModel(TestCase):
         # checks the update rule against torch.optim.SGD.
         assert optimizer.l2_weight_decay == 5e-4 and optimizer.weight_decay is None
         assert optimizer.lr_multipliers == {}
-        schedule = optimizer._learning_rate
-        assert isinstance(schedule, keras.optimizers.schedules.PolynomialDecay)
-        assert schedule.power == 0.9 and schedule.initial_learning_rate == 0.01
+        schedule = optimizer._learning_rate  # the recipe's one schedule (mmseg PolyLR)
+        assert isinstance(schedule, WarmupPolyDecay) and schedule.warmup_steps == 0
+        assert schedule.power == 0.9 and schedule.initial_lr == 0.01
         assert model.default_loss_weights == {"logits": 1.0, "aux": 0.4}
 
         # (B, H, W, 1) labels are broadcast to every output too; evaluate works.

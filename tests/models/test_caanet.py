@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.models import CAANet
-from keras_segattn.models.caanet import CAAHead
+from keras_segattn.heads import CAAHead
 from keras_segattn.testing import TestCase
 
 from model_checks import (

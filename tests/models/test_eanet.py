@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.models import EANet
-from keras_segattn.models.eanet import EANetHead
+from keras_segattn.heads import EANetHead
 from keras_segattn.testing import TestCase
 
 from model_checks import (

@@ -7,7 +7,7 @@ import pytest
 from keras_segattn import convert
 
 from keras_segattn.models import FLANet
-from keras_segattn.models.flanet import FLANetHead, FLANetOutput
+from keras_segattn.heads import FLANetHead, FLANetOutput
 from keras_segattn.testing import TestCase
 
 from model_checks import (

@@ -1,3 +1,5 @@
+import pytest
+
 from keras_segattn import convert, heads, models
 from keras_segattn.testing import TestCase
 
@@ -11,13 +13,18 @@ class TestISANet(TestCase):
         assert model.get_layer("head").isa.down_factor == (2, 2)
         check_model_contract(model, ["logits", "aux"], 3)
 
-    def test_golden_isa_module(self):
-        data, meta, state = golden("isa_module")
+    @pytest.mark.parametrize("case", ["isa_module", "isa_module_cout"])
+    def test_golden_isa_module(self, case):
+        # isa_module_cout: out_channels 24 != in_channels 16 (the block projects to 24 and
+        # the fusion conv sees 16 + 24 channels, as the official ISA_Module).
+        data, meta, state = golden(case)
         kwargs = meta["constructor_kwargs"]
         module = heads.ISAModule(kwargs["key_channels"], kwargs["value_channels"],
                                  kwargs["out_channels"], down_factor=tuple(kwargs["down_factors"][0]),
                                  dropout=kwargs["dropout"])
         module(data["input"])
+        expected_keys = {p["key"] for p in meta["params"] if "num_batches" not in p["key"]}
+        assert set(module.reference_weight_mapping()) == expected_keys
         convert.load_reference_weights(module, state)
         self.assertAllClose(module(data["input"], training=False), data["output"],
                             atol=meta["tolerance"]["atol"], rtol=meta["tolerance"]["rtol"])

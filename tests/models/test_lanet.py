@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.models import LANet
-from keras_segattn.models.lanet import LANetHead
+from keras_segattn.heads import LANetHead
 from keras_segattn.testing import TestCase
 
 from model_checks import (

@@ -2,7 +2,8 @@ import keras
 import numpy as np
 
 from keras_segattn.models import SANet
-from keras_segattn.models.sanet import SANetCategoricalLoss, SANetHead, class_presence
+from keras_segattn.heads import SANetHead
+from keras_segattn.losses import SANetCategoricalLoss, class_presence
 from keras_segattn.testing import TestCase
 
 from model_checks import (

@@ -80,7 +80,7 @@ def test_train_creates_multi_worker_strategy_before_the_datasets(tmp_path, monke
     monkeypatch.setattr(distribution_lib, "resolve_distribution", lambda kind: "multi_worker")
     monkeypatch.setattr(distribution_lib, "multi_worker_strategy", lambda: calls.append("strategy"))
 
-    def build_datasets(config, batch_size):
+    def build_datasets(config, batch_size, start_step=0):
         calls.append("datasets")
         raise RuntimeError("stop here")
 
@@ -115,7 +115,7 @@ def test_only_the_chief_writes_to_output_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(distribution_lib, "multi_worker_strategy", lambda: None)
     seen = []
 
-    def build_datasets(config, batch_size):
+    def build_datasets(config, batch_size, start_step=0):
         seen.append(config.output_dir)
         raise RuntimeError("stop here")
 

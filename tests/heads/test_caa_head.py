@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from keras_segattn import convert
-from keras_segattn.models.caanet import CAAHead
+from keras_segattn.heads import CAAHead
 
 EPS = 1e-3  # iSeg normalization() / Keras BatchNormalization default
 SIZES = dict(in_channels=12, filters=8, guided_filters=4, hidden_layers_count=5,
