@@ -88,16 +88,17 @@ def set_synchronized_batch_norm(model, synchronized=True):
       Keras serializes the flag of BN layers that are nodes of a functional graph (the
       backbones'); a BN built inside another layer (``ConvBNAct`` in the heads) is rebuilt
       from its parent's arguments, unsynchronized: call this function again after loading a
-      model (``keras_segattn.models.get(..., sync_batch_norm=True)`` and ``--sync-bn`` do it
-      when they build one).
+      model (``keras-segattn train --sync-bn`` / ``TrainConfig(sync_batch_norm=True)`` does
+      it whenever it builds or resumes one).
     * JAX: nothing to do and nothing changed: ``keras.distribution.DataParallel`` runs one
       program over the sharded *global* batch, so the mean and variance already reduce over
-      every device (tested alongside).
-    * PyTorch: nothing changed (single-device training; Keras has no torch distribution).
+      every device (tested alongside, on 2 host devices).
+    * PyTorch: nothing changed (Keras has no torch distribution: one device).
 
     Portability: Keras refuses ``synchronized=True`` outside TensorFlow, so a model saved with
-    synchronized graph-node BNs loads only on TensorFlow. Call ``set_synchronized_batch_norm(model, False)`` before
-    saving a model meant for other backends.
+    synchronized graph-node BNs loads only on TensorFlow. Call
+    ``set_synchronized_batch_norm(model, False)`` before saving a model meant for other
+    backends (the trainer does before it writes ``model.keras``).
 
     Args:
         model: a ``keras.Model`` or layer.
@@ -106,16 +107,48 @@ def set_synchronized_batch_norm(model, synchronized=True):
     Returns:
         The list of ``BatchNormalization`` layers that were changed (empty on JAX/PyTorch).
     """
+    if not isinstance(synchronized, bool):
+        raise TypeError(f"synchronized must be True or False; got {synchronized!r}.")
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"model must be a keras.Model or keras.layers.Layer; got "
+                        f"{type(model).__name__}.")
     if keras.backend.backend() != "tensorflow":
         return []
-    # Layer._flatten_layers is how Keras itself enumerates nested layers (Model.layers).
-    changed = [
-        layer for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-        and layer.synchronized != bool(synchronized)
-    ]
+    changed = [layer for layer in nested_layers(model)
+               if isinstance(layer, keras.layers.BatchNormalization)
+               and layer.synchronized != synchronized]
     for layer in changed:
-        layer.synchronized = bool(synchronized)
+        layer.synchronized = synchronized
     if changed and isinstance(model, keras.Model):
         model.train_function = model.test_function = model.predict_function = None
     return changed
+
+
+def nested_layers(layer):
+    """``layer`` and every layer it holds, at any depth, each once (depth first).
+
+    A walk over the attributes (``vars``) that hold layers, directly or in lists, tuples and
+    dicts: that is how every Keras layer keeps its sublayers (a functional ``Model`` keeps its
+    graph's layers in a list, ``ConvBNAct`` its ``conv`` and ``norm``, a KerasHub backbone is
+    a functional model). Keras has no public API for this (``Model.layers`` lists one level
+    and only on models; the recursive ``Layer._flatten_layers`` is private).
+    """
+    found, stack, seen = [], [layer], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        children = []
+        values = list(vars(current).values())
+        while values:
+            value = values.pop(0)
+            if isinstance(value, keras.layers.Layer):
+                children.append(value)
+            elif isinstance(value, (list, tuple)):
+                values[:0] = list(value)
+            elif isinstance(value, dict):
+                values[:0] = list(value.values())
+        stack.extend(reversed(children))
+    return found
