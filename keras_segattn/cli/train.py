@@ -85,6 +85,10 @@ def add_arguments(parser):
                         "(default: %(default)s)")
     g.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=None,
                    help="mixed-precision policy (default: float32)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="synchronized BatchNorm: batch statistics over all replicas under "
+                        "TensorFlow mirrored/multi_worker (mmsegmentation's SyncBN; JAX "
+                        "data_parallel already normalises over the global batch)")
     g.add_argument("--output-dir", help="run folder (default: runs/<model>-<timestamp>); "
                                         "an existing run there is continued")
     g.add_argument("--resume", metavar="RUN_DIR",
@@ -116,7 +120,8 @@ def config_from_args(args):
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
         head_lr_multiplier=args.head_lr_multiplier,
         gradient_accumulation_steps=args.grad_accum, distribution=args.distribution,
-        mixed_precision=args.mixed_precision, output_dir=args.output_dir, seed=args.seed,
+        mixed_precision=args.mixed_precision, sync_batch_norm=args.sync_bn,
+        output_dir=args.output_dir, seed=args.seed,
         eval_mode=args.eval_mode, tensorboard=not args.no_tensorboard)
 
 

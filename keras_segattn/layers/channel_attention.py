@@ -58,13 +58,16 @@ class ChannelAttention(keras.layers.Layer):
         flat = ops.reshape(x, (-1, height * width, channels))
         # (B, C, N) @ (B, N, C) -> (B, C, C)
         energy = ops.matmul(ops.transpose(flat, (0, 2, 1)), flat)
-        energy_new = ops.max(energy, axis=-1, keepdims=True) - energy
+        # softmax is shift invariant, so the gradient through the row max is exactly zero:
+        # stop it rather than back-propagate through the max (an arg-max mask on torch).
+        energy_new = ops.stop_gradient(ops.max(energy, axis=-1, keepdims=True)) - energy
         attention = ops.softmax(energy_new, axis=-1)
-        # out[i, n] = sum_j A[i, j] X[j, n]:  (B, N, C) @ (B, C, C)^T -> (B, N, C)
-        context = ops.matmul(flat, ops.transpose(attention, (0, 2, 1)))
+        # gamma * (A X) = (gamma A) X: scale the C x C map, not the N x C product.
+        scaled = ops.cast(self.gamma, "float32") * attention
+        # out[i, n] = sum_j gamma A[i, j] X[j, n]:  (B, N, C) @ (B, C, C)^T -> (B, N, C)
+        context = ops.matmul(flat, ops.transpose(scaled, (0, 2, 1)))
         context = ops.reshape(context, (-1, height, width, channels))
-        gamma = ops.cast(self.gamma, "float32")
-        outputs = ops.cast(gamma * context + x, self.compute_dtype)
+        outputs = ops.cast(context + x, self.compute_dtype)
         if return_attention_scores:
             return outputs, attention
         return outputs

@@ -8,6 +8,8 @@ InPlaceABN, whose default activation is LeakyReLU with slope 0.01). Keras' defau
 import keras
 
 from keras_segattn import convert
+from keras_segattn.layers._common import pointwise_conv
+from keras_segattn.layers.batch_norm import apply_batch_norm
 
 _ACTIVATIONS = ("relu", "leaky_relu", None)
 
@@ -91,9 +93,12 @@ class ConvBNAct(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        x = self.conv(inputs)
+        if self.kernel_size == 1 and self.strides == 1:
+            x = pointwise_conv(self.conv, inputs)  # no NCHW round trip on torch
+        else:
+            x = self.conv(inputs)
         if self.norm is not None:
-            x = self.norm(x, training=training)
+            x = apply_batch_norm(self.norm, x, training=training)
         if self.activation == "relu":
             x = keras.ops.relu(x)
         elif self.activation == "leaky_relu":

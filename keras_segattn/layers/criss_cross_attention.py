@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_segattn.layers._common import QueryKeyValueAttention
+from keras_segattn.layers._common import QueryKeyValueAttention, pointwise_conv
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -61,9 +61,9 @@ class CrissCrossAttention(QueryKeyValueAttention):
 
     def call(self, inputs, return_attention_scores=False):
         height = ops.shape(inputs)[1]
-        query = ops.cast(self.query_conv(inputs), "float32")  # (B, H, W, C')
-        key = ops.cast(self.key_conv(inputs), "float32")  # (B, H, W, C')
-        value = ops.cast(self.value_conv(inputs), "float32")  # (B, H, W, C)
+        query = ops.cast(pointwise_conv(self.query_conv, inputs), "float32")  # (B, H, W, C')
+        key = ops.cast(pointwise_conv(self.key_conv, inputs), "float32")  # (B, H, W, C')
+        value = ops.cast(pointwise_conv(self.value_conv, inputs), "float32")  # (B, H, W, C)
 
         # Column term: (B, H, W, C') x (B, H', W, C') -> (B, H, W, H')
         energy_col = ops.einsum("bhwc,biwc->bhwi", query, key)
@@ -77,14 +77,15 @@ class CrissCrossAttention(QueryKeyValueAttention):
         energy_row = ops.einsum("bhwc,bhjc->bhwj", query, key)
 
         attention = ops.softmax(ops.concatenate([energy_col, energy_row], axis=-1), axis=-1)
-        attention_col = attention[..., :height]
-        attention_row = attention[..., height:]
+        # gamma * (A V) = (gamma A) V: scale the (B, H, W, H + W) map, not the C-channel sum.
+        scaled = ops.cast(self.gamma, "float32") * attention
+        attention_col = scaled[..., :height]
+        attention_row = scaled[..., height:]
         # (B, H, W, H') x (B, H', W, C) -> (B, H, W, C), plus the same along the row.
         context = ops.einsum("bhwi,biwc->bhwc", attention_col, value) + ops.einsum(
             "bhwj,bhjc->bhwc", attention_row, value
         )
-        gamma = ops.cast(self.gamma, "float32")
-        outputs = ops.cast(gamma * context + ops.cast(inputs, "float32"), self.compute_dtype)
+        outputs = ops.cast(context + ops.cast(inputs, "float32"), self.compute_dtype)
         if return_attention_scores:
             return outputs, attention
         return outputs

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import input_channels, positive_integer
+from keras_segattn.layers._common import pointwise_conv
 
 _NORMALIZATIONS = ("softmax", "scaling")
 
@@ -101,7 +102,7 @@ class EfficientAttention(keras.layers.Layer):
 
         def split_heads(projection, head_channels):
             # (B, H, W, h * d) -> (B, N, h, d); head i = channels [i*d, (i+1)*d).
-            x = ops.cast(projection(inputs), "float32")
+            x = ops.cast(pointwise_conv(projection, inputs), "float32")
             return ops.reshape(x, (-1, height * width, heads, head_channels))
 
         key = split_heads(self.key_proj, head_keys)
@@ -119,7 +120,7 @@ class EfficientAttention(keras.layers.Layer):
         # (B, h, dk, dv) x (B, N, h, dk) -> (B, N, h, dv) -> (B, H, W, h * dv)
         attended = ops.einsum("bhkv,bnhk->bnhv", context, query)
         attended = ops.reshape(attended, (-1, height, width, self.value_channels))
-        return self.reprojection(ops.cast(attended, self.compute_dtype)) + inputs
+        return pointwise_conv(self.reprojection, attended) + inputs
 
     def reference_weight_mapping(self):
         """cmsflash ``EfficientAttention`` state-dict keys -> our variables."""

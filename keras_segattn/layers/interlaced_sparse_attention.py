@@ -13,7 +13,7 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import positive_int, rank4_channels
-from keras_segattn.layers._common import pad_or_crop_axis as _pad_or_crop_axis, static_size as _size
+from keras_segattn.layers._common import pad_or_crop_axis as _pad_or_crop_axis, pointwise_conv, static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 _ACTIVATIONS = ("relu", "leaky_relu")
@@ -122,7 +122,7 @@ class ISASelfAttention(keras.layers.Layer):
             query = conv(query, training=training)
         for conv in self.key_convs:
             key = conv(key, training=training)
-        value = self.value_conv(inputs)
+        value = pointwise_conv(self.value_conv, inputs)
         height, width = _size(inputs, 1), _size(inputs, 2)
         # (B, h, w, d) -> (B, N, d), row-major positions like torch's view(B, C, -1).
         query = ops.reshape(ops.cast(query, "float32"), (-1, height * width, self.key_channels))

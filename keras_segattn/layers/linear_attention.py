@@ -18,10 +18,15 @@ def _check_eps(layer_name, eps):
     return float(eps)
 
 
+def _inverse_l2_norm(x):
+    """``1 / ||x||_2`` over the last (channel) axis, per position (keepdims)."""
+    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    return ops.rsqrt(ops.maximum(squared_norm, _MIN_SQUARED_NORM))
+
+
 def _l2_normalize_channels(x):
     """``x / ||x||_2`` over the last (channel) axis, per position."""
-    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
-    return x / ops.sqrt(ops.maximum(squared_norm, _MIN_SQUARED_NORM))
+    return x * _inverse_l2_norm(x)
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -93,10 +98,11 @@ class LinearPositionAttention(QueryKeyValueAttention):
         matrix = ops.einsum("bnm,bnc->bmc", key, value)
         # (B, N, m) x (B, m, C) -> (B, N, C)
         numerator = value_sum + ops.einsum("bnm,bmc->bnc", query, matrix)
-        context = numerator * ops.expand_dims(1.0 / denominator, -1)
-        context = ops.reshape(context, (-1, height, width, channels))
+        # gamma * numerator / denominator, with gamma folded into the (B, N, 1) factor.
         gamma = ops.cast(self.gamma, "float32")
-        return ops.cast(ops.cast(inputs, "float32") + gamma * context, self.compute_dtype)
+        context = numerator * ops.expand_dims(gamma / denominator, -1)
+        context = ops.reshape(context, (-1, height, width, channels))
+        return ops.cast(ops.cast(inputs, "float32") + context, self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -160,22 +166,25 @@ class LinearChannelAttention(keras.layers.Layer):
         num_positions = height * width
         x = ops.cast(inputs, "float32")
         flat = ops.reshape(x, (-1, num_positions, channels))  # (B, N, C)
-        normed = _l2_normalize_channels(flat)  # (B, N, C)
+        inverse_norm = _inverse_l2_norm(flat)  # (B, N, 1)
+        normed = flat * inverse_norm  # (B, N, C)
+        value_sum = ops.sum(flat, axis=-1, keepdims=True)  # (B, N, 1)
 
-        position_sum = ops.sum(normed, axis=-1) + self.eps  # (B, N)
+        # sum_c normed[n, c] = value_sum[n] / ||x_n||: no second pass over the map.
+        position_sum = ops.squeeze(value_sum * inverse_norm, -1) + self.eps  # (B, N)
         # (B, N, C) . (B, N) -> (B, C)
         denominator = ops.cast(num_positions, "float32") + ops.einsum(
             "bnc,bn->bc", normed, position_sum
         )
-        value_sum = ops.sum(flat, axis=-1, keepdims=True)  # (B, N, 1)
         # (B, N, C) x (B, N, C') -> (B, C, C')
         matrix = ops.einsum("bnc,bnd->bcd", flat, normed)
         # (B, C, C') x (B, N, C') -> (B, N, C)
         numerator = value_sum + ops.einsum("bcd,bnd->bnc", matrix, normed)
-        context = numerator * ops.expand_dims(1.0 / denominator, 1)
-        context = ops.reshape(context, (-1, height, width, channels))
+        # gamma * numerator / denominator, with gamma folded into the (B, 1, C) factor.
         gamma = ops.cast(self.gamma, "float32")
-        return ops.cast(x + gamma * context, self.compute_dtype)
+        context = numerator * ops.expand_dims(gamma / denominator, 1)
+        context = ops.reshape(context, (-1, height, width, channels))
+        return ops.cast(x + context, self.compute_dtype)
 
     def reference_weight_mapping(self):
         """LAM ``ChannelLinearAttention`` state-dict keys -> our variables."""

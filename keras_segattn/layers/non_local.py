@@ -5,6 +5,8 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import input_channels, positive_integer, reduced_channels
+from keras_segattn.layers._common import pointwise_conv
+from keras_segattn.layers.batch_norm import apply_batch_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -91,7 +93,7 @@ class NonLocalBlock(keras.layers.Layer):
 
         def flat(projection):
             # (B, H, W, C') -> (B, N, C')
-            x = ops.cast(projection(inputs), "float32")
+            x = ops.cast(pointwise_conv(projection, inputs), "float32")
             return ops.reshape(x, (-1, num_positions, inter_channels))
 
         g_x, theta_x, phi_x = flat(self.g), flat(self.theta), flat(self.phi)
@@ -102,7 +104,7 @@ class NonLocalBlock(keras.layers.Layer):
         attention = ops.softmax(pairwise, axis=-1)
         # (B, N, N) @ (B, N, C') -> (B, N, C') -> (B, H, W, C')
         y = ops.reshape(ops.matmul(attention, g_x), (-1, height, width, inter_channels))
-        y = self.norm_out(self.conv_out(ops.cast(y, self.compute_dtype)), training=training)
+        y = apply_batch_norm(self.norm_out, pointwise_conv(self.conv_out, y), training=training)
         outputs = inputs + y
         if return_attention_scores:
             return outputs, attention

@@ -60,6 +60,11 @@ class TrainConfig:
     ``learning_rate=None`` to ``DEFAULT_LEARNING_RATES[optimizer]``; ``augment="auto"``
     to ``"flip"`` on the synthetic dataset and ``"full"`` elsewhere (see
     ``AUGMENTATIONS``).
+
+    ``sync_batch_norm=True`` (``--sync-bn``) normalises with the statistics of the global
+    batch under ``tf.distribute`` (mmsegmentation's SyncBN; see
+    ``keras_segattn.layers.set_synchronized_batch_norm``); JAX ``data_parallel`` does so
+    already, and on one device it changes nothing.
     """
 
     model: str = "danet"
@@ -89,6 +94,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = None
     distribution: str = "auto"
     mixed_precision: str = None
+    sync_batch_norm: bool = False
     output_dir: str = None
     seed: int = 0
     eval_mode: str = "whole"
@@ -159,6 +165,8 @@ class TrainConfig:
             raise ValueError(
                 f"mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}."
             )
+        if not isinstance(self.sync_batch_norm, bool):
+            raise ValueError(f"sync_batch_norm must be True or False; got {self.sync_batch_norm!r}.")
         if self.distribution not in distribution_lib.DISTRIBUTIONS:
             raise ValueError(f"unknown distribution {self.distribution!r}; choose from "
                              f"{list(distribution_lib.DISTRIBUTIONS)}.")
@@ -270,6 +278,10 @@ def build_model(config, num_classes):
     kwargs.setdefault("backbone", config.backbone)
     kwargs.setdefault("output_stride", config.output_stride)
     model = models.get(config.model, num_classes=num_classes, **kwargs)
+    if config.sync_batch_norm:  # SyncBN under tf.distribute (a no-op elsewhere: see there)
+        from keras_segattn.layers import set_synchronized_batch_norm
+
+        set_synchronized_batch_norm(model)
     model.compile(**recipe_arguments(config))  # the recipe: saved with the model, reloads compiled
     return model
 
@@ -490,6 +502,10 @@ def _finish(run, model, state, dist, config, resumed_from):
         raise RuntimeError(f"training stopped at step {state['step']} of {config.steps} (a "
                            f"callback set stop_training); rerun to continue from there.")
     model_path = run.file("model.keras")
+    if config.sync_batch_norm:  # inference does not need it; keep model.keras portable
+        from keras_segattn.layers import set_synchronized_batch_norm
+
+        set_synchronized_batch_norm(model, False)
     atomic_save_model(model, model_path)
     metrics = state.get("evaluation")
     if metrics is not None:

@@ -1,0 +1,154 @@
+"""``apply_batch_norm``: a ``keras.layers.BatchNormalization`` applied with a PyTorch fast path.
+
+Backend adapter (PyTorch only), on purpose. On the torch backend, Keras computes
+``BatchNormalization`` as a chain of elementwise ops (mean, ``E[x^2]``, subtract, multiply,
+add; each a pass over the feature map, each recorded for autograd), where PyTorch has one fused
+kernel that also runs directly on channels-last memory. ``apply_batch_norm`` calls that kernel
+(``torch.batch_norm`` on the NCHW *view* of the NHWC tensor: no copy) with the
+layer's own variables and the same maths as Keras:
+
+* training: normalise with the batch mean and biased variance over ``(B, H, W)``; update
+  ``moving_mean``/``moving_variance`` as Keras does (``moving = moving * momentum + batch *
+  (1 - momentum)``, biased variance, which differs from PyTorch's own unbiased update);
+* inference: normalise with the moving statistics;
+* float16/bfloat16 inputs are normalised in float32 and cast back (as Keras does).
+
+Every other backend, and any layer using an option the fast path does not cover
+(``synchronized``, renormalisation, an axis other than the last), calls the layer itself.
+Measured gain (2-core CPU, 64x64x512, InterlacedSparseAttention forward+backward, whose 10
+ConvBNAct layers dominate): see ``benchmarks/RESULTS.md``; parity with the layer on every
+backend: ``tests/layers/test_batch_norm.py``.
+"""
+
+import keras
+
+
+def apply_batch_norm(norm, x, training=None):
+    """``norm(x, training=training)`` for a built channels-last ``BatchNormalization``.
+
+    Args:
+        norm: a built ``keras.layers.BatchNormalization`` normalising the last axis.
+        x: ``(B, H, W, C)`` tensor (any rank >= 2 with channels last).
+        training: bool or ``None`` (inference), as for the layer.
+
+    Returns the layer's output: same values (up to float rounding), same variable updates.
+    """
+    if keras.backend.backend() != "torch" or norm.synchronized or norm.renorm or norm.axis not in (
+        -1, len(x.shape) - 1
+    ):
+        return norm(x, training=training)
+    return _torch_batch_norm(norm, x, bool(training) and norm.trainable)
+
+
+def _torch_batch_norm(norm, x, use_batch_statistics):
+    import torch
+
+    x = keras.ops.convert_to_tensor(x)
+    x32 = x if x.dtype == torch.float32 else x.to(torch.float32)
+    # (B, ..., C) -> (B, C, ...): a view whose memory is channels-last; the fused CPU/GPU
+    # kernels read it as is.
+    channels_first = x32.movedim(-1, 1)
+    weight = norm.gamma.value if norm.scale else None
+    bias = norm.beta.value if norm.center else None
+    if use_batch_statistics:
+        # torch.batch_norm, not F.batch_norm: the latter refuses one value per channel,
+        # which Keras normalises (variance 0).
+        y = torch.batch_norm(channels_first, weight, bias, None, None, True, 0.0, norm.epsilon,
+                             torch.backends.cudnn.enabled)
+        with torch.no_grad():
+            axes = tuple(range(x32.ndim - 1))
+            variance, mean = torch.var_mean(x32, dim=axes, correction=0)
+        momentum = norm.momentum
+        norm.moving_mean.assign(norm.moving_mean.value * momentum + mean * (1.0 - momentum))
+        norm.moving_variance.assign(
+            norm.moving_variance.value * momentum + variance * (1.0 - momentum))
+    else:
+        y = torch.batch_norm(channels_first, weight, bias, norm.moving_mean.value,
+                             norm.moving_variance.value, False, 0.0, norm.epsilon,
+                             torch.backends.cudnn.enabled)
+    y = y.movedim(1, -1)
+    return y if norm.compute_dtype == "float32" else y.to(getattr(torch, norm.compute_dtype))
+
+
+def set_synchronized_batch_norm(model, synchronized=True):
+    """Make every ``keras.layers.BatchNormalization`` of ``model`` (nested ones included)
+    compute its batch statistics over all replicas: synchronized BatchNorm.
+
+    mmsegmentation trains these models with ``SyncBN`` (2 images per GPU on 4 GPUs: the
+    statistics of 8 images, not 2). Keras' ``BatchNormalization(synchronized=True)``
+    all-reduces the sum and squared sum of every replica inside a ``tf.distribute`` strategy
+    (``MirroredStrategy``, ``MultiWorkerMirroredStrategy``); a step then equals the
+    single-device step on the whole global batch (tested on 2 logical CPU devices in
+    ``tests/training/test_sync_batch_norm.py``). Outside a strategy it is ordinary BN.
+
+    Per backend:
+
+    * TensorFlow: sets ``synchronized`` on each layer and drops ``model``'s cached
+      train/test/predict functions so the next ``fit`` traces the synchronized version.
+      Keras serializes the flag of BN layers that are nodes of a functional graph (the
+      backbones'); a BN built inside another layer (``ConvBNAct`` in the heads) is rebuilt
+      from its parent's arguments, unsynchronized: call this function again after loading a
+      model (``keras-segattn train --sync-bn`` / ``TrainConfig(sync_batch_norm=True)`` does
+      it whenever it builds or resumes one).
+    * JAX: nothing to do and nothing changed: ``keras.distribution.DataParallel`` runs one
+      program over the sharded *global* batch, so the mean and variance already reduce over
+      every device (tested alongside, on 2 host devices).
+    * PyTorch: nothing changed (Keras has no torch distribution: one device).
+
+    Portability: Keras refuses ``synchronized=True`` outside TensorFlow, so a model saved with
+    synchronized graph-node BNs loads only on TensorFlow. Call
+    ``set_synchronized_batch_norm(model, False)`` before saving a model meant for other
+    backends (the trainer does before it writes ``model.keras``).
+
+    Args:
+        model: a ``keras.Model`` or layer.
+        synchronized: bool. ``False`` turns synchronization off again.
+
+    Returns:
+        The list of ``BatchNormalization`` layers that were changed (empty on JAX/PyTorch).
+    """
+    if not isinstance(synchronized, bool):
+        raise TypeError(f"synchronized must be True or False; got {synchronized!r}.")
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"model must be a keras.Model or keras.layers.Layer; got "
+                        f"{type(model).__name__}.")
+    if keras.backend.backend() != "tensorflow":
+        return []
+    changed = [layer for layer in nested_layers(model)
+               if isinstance(layer, keras.layers.BatchNormalization)
+               and layer.synchronized != synchronized]
+    for layer in changed:
+        layer.synchronized = synchronized
+    if changed and isinstance(model, keras.Model):
+        model.train_function = model.test_function = model.predict_function = None
+    return changed
+
+
+def nested_layers(layer):
+    """``layer`` and every layer it holds, at any depth, each once (depth first).
+
+    A walk over the attributes (``vars``) that hold layers, directly or in lists, tuples and
+    dicts: that is how every Keras layer keeps its sublayers (a functional ``Model`` keeps its
+    graph's layers in a list, ``ConvBNAct`` its ``conv`` and ``norm``, a KerasHub backbone is
+    a functional model). Keras has no public API for this (``Model.layers`` lists one level
+    and only on models; the recursive ``Layer._flatten_layers`` is private).
+    """
+    found, stack, seen = [], [layer], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        children = []
+        values = list(vars(current).values())
+        while values:
+            value = values.pop(0)
+            if isinstance(value, keras.layers.Layer):
+                children.append(value)
+            elif isinstance(value, (list, tuple)):
+                values[:0] = list(value)
+            elif isinstance(value, dict):
+                values[:0] = list(value.values())
+        stack.extend(reversed(children))
+    return found

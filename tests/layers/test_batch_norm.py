@@ -1,0 +1,164 @@
+"""apply_batch_norm (the PyTorch fused-kernel adapter) equals the Keras layer on every
+backend; set_synchronized_batch_norm reaches nested BatchNormalization layers."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_segattn.layers import ConvBNAct, apply_batch_norm, set_synchronized_batch_norm
+from keras_segattn.testing import TestCase
+
+BACKEND = keras.backend.backend()
+
+
+def twin_norms(channels, dtype="float32"):
+    """Two identically initialised BN layers (random affine weights and moving stats)."""
+    rng = np.random.default_rng(0)
+    weights = [1 + 0.1 * rng.normal(size=channels), 0.1 * rng.normal(size=channels),
+               0.1 * rng.normal(size=channels), 0.5 + rng.uniform(size=channels)]
+    norms = []
+    for _ in range(2):
+        norm = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, dtype=dtype)
+        norm.build((None, None, None, channels))
+        norm.set_weights([w.astype("float32") for w in weights])
+        norms.append(norm)
+    return norms
+
+
+def values_and_input_gradient(fn, x):
+    """``(fn(x), d sum(fn(x) * w) / dx)`` with a fixed ``w`` (shaped like ``fn(x)``), on the
+    current backend."""
+
+    def weights_like(y):
+        return np.random.default_rng(5).normal(size=tuple(y.shape)).astype("float32")
+
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * weights_like(y))
+        return y, tape.gradient(loss, x)
+    if BACKEND == "jax":
+        import jax
+
+        def loss(x):
+            y = fn(x)
+            return (y.astype("float32") * weights_like(y)).sum(), y
+
+        (_, y), grad = jax.value_and_grad(loss, has_aux=True)(x)
+        return y, grad
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    y = fn(x)
+    (y.float() * torch.from_numpy(weights_like(y))).sum().backward()
+    return y.detach(), x.grad
+
+
+class TestApplyBatchNorm(TestCase):
+    @pytest.mark.parametrize("training", [False, True])
+    @pytest.mark.parametrize("shape", [(2, 5, 7, 6), (1, 1, 1, 6)])
+    def test_equals_the_layer(self, training, shape):
+        x = (2 + 3 * np.random.default_rng(1).normal(size=shape)).astype("float32")
+        ours, keras_norm = twin_norms(shape[-1])
+        y, dx = values_and_input_gradient(lambda t: apply_batch_norm(ours, t, training), x)
+        y_ref, dx_ref = values_and_input_gradient(lambda t: keras_norm(t, training=training), x)
+        if training and shape[:-1] == (1, 1, 1):
+            # One value per channel: x == mean, so the output is beta up to the float32
+            # rounding of x - mean (~1e-7), which 1/sqrt(eps) = 316 amplifies to ~5e-5 in
+            # both Keras' chain of ops and the fused kernel.
+            beta = np.broadcast_to(keras.ops.convert_to_numpy(ours.beta), shape)
+            self.assertAllClose(y, beta, atol=1e-4)
+            self.assertAllClose(y_ref, beta, atol=1e-4)
+        else:
+            self.assertAllClose(y, y_ref, atol=2e-5, rtol=1e-5)
+        if BACKEND != "jax":  # (JAX: both are the Keras layer, the gradient is traced)
+            self.assertAllClose(dx, dx_ref, atol=2e-4, rtol=1e-4)
+        if BACKEND == "torch":  # the moving statistics, as Keras updates them
+            for a, b in zip(ours.non_trainable_weights, keras_norm.non_trainable_weights):
+                self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+            if training:
+                batch_mean = x.reshape(-1, shape[-1]).mean(0)
+                expected = 0.9 * np.asarray(twin_norms(shape[-1])[0].moving_mean) + 0.1 * batch_mean
+                self.assertAllClose(ours.moving_mean, expected, atol=1e-5, rtol=1e-5)
+
+    @pytest.mark.parametrize("training", [False, True])
+    def test_mixed_precision_returns_compute_dtype(self, training):
+        x = np.random.default_rng(2).normal(size=(2, 4, 4, 3)).astype("float32")
+        ours, keras_norm = twin_norms(3, dtype="mixed_bfloat16")
+        x16 = keras.ops.cast(x, "bfloat16")
+        y = apply_batch_norm(ours, x16, training)
+        assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+        self.assertAllClose(keras.ops.cast(y, "float32"),
+                            keras.ops.cast(keras_norm(x16, training=training), "float32"),
+                            atol=2e-2, rtol=2e-2)
+
+    def test_conv_bn_act_matches_a_plain_keras_stack(self):
+        """ConvBNAct (1x1 conv as a matmul + the BN adapter) == Conv2D + BN + ReLU."""
+        x = np.random.default_rng(3).normal(size=(2, 6, 5, 4)).astype("float32")
+        block = ConvBNAct(3, 1)
+        block.build(x.shape)
+        conv = keras.layers.Conv2D(3, 1, use_bias=False)
+        conv.build(x.shape)
+        norm = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
+        norm.build((None, None, None, 3))
+        conv.set_weights(block.conv.get_weights())
+        initial = [np.asarray(w) for w in block.norm.get_weights()]
+        norm.set_weights(initial)
+
+        def reference(t):
+            return keras.ops.relu(norm(conv(t), training=True))
+
+        y, dx = values_and_input_gradient(lambda t: block(t, training=True), x)
+        y_ref, dx_ref = values_and_input_gradient(reference, x)
+        self.assertAllClose(y, y_ref, atol=2e-5, rtol=1e-5)
+        self.assertAllClose(dx, dx_ref, atol=2e-4, rtol=1e-4)
+        # The moving statistics after one eager training call from the same state (on JAX
+        # the traced calls above left tracers in the variables: set them again).
+        block.norm.set_weights(initial)
+        norm.set_weights(initial)
+        block(x, training=True)
+        reference(x)
+        for a, b in zip(block.norm.non_trainable_weights, norm.non_trainable_weights):
+            self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+        moved = keras.ops.convert_to_numpy(norm.moving_mean) - initial[2]
+        assert np.abs(moved).max() > 1e-3  # the call did update them
+
+
+def nested_bn_model():
+    inputs = keras.Input((8, 8, 3))
+    x = ConvBNAct(4, 3, name="block")(inputs)
+    x = keras.layers.BatchNormalization(name="plain_bn")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(2, 1)(x))
+
+
+def test_set_synchronized_batch_norm():
+    model = nested_bn_model()
+    changed = set_synchronized_batch_norm(model)
+    norms = [model.get_layer("block").norm, model.get_layer("plain_bn")]
+    if BACKEND != "tensorflow":
+        # JAX DataParallel already normalises over the global batch; torch trains on one
+        # device; Keras refuses synchronized=True there.
+        assert changed == [] and not any(n.synchronized for n in norms)
+        return
+    assert {id(n) for n in changed} == {id(n) for n in norms}
+    assert all(n.synchronized for n in norms)
+    # Keras serializes the flag of BN layers that are graph nodes; a BN built inside another
+    # layer (ConvBNAct) is rebuilt from its parent's arguments: call the function again
+    # after loading (see its docstring).
+    restored = keras.Model.from_config(model.get_config())
+    assert restored.get_layer("plain_bn").synchronized
+    assert not restored.get_layer("block").norm.synchronized
+    assert len(set_synchronized_batch_norm(restored)) == 1
+    # Outside a strategy synchronized BN is ordinary BN.
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 3)).astype("float32")
+    plain = nested_bn_model()
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(model(x, training=True)),
+                               np.asarray(plain(x, training=True)), atol=1e-5)
+    assert set_synchronized_batch_norm(model) == []  # already synchronized
+    assert len(set_synchronized_batch_norm(model, False)) == 2
+    assert not any(n.synchronized for n in norms)
