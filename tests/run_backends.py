@@ -24,9 +24,14 @@ import time
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
-def _start(backend, pytest_args, root, log, home):
+def _start(backend, pytest_args, root, log, home, parallel):
     env = dict(os.environ)
     env["KERAS_BACKEND"] = backend
+    if parallel and backend == "torch":
+        # PyTorch's OpenMP threads spin while they wait; next to two other busy processes on
+        # a small machine, its default of one thread per core made a training step 15-20x
+        # slower than one thread (benchmarks/RESULTS.md).
+        env.setdefault("OMP_NUM_THREADS", "1")
     # Backends running at the same time must not prepare the same tfds dataset or fill the
     # same Keras cache at once: each gets its own (unless the caller chose one).
     for name, folder in (("TFDS_DATA_DIR", "tensorflow_datasets"), ("KERAS_HOME", "keras")):
@@ -64,8 +69,9 @@ def main(argv=None):
                 backend = waiting.pop(0)
                 log = open(os.path.join(logs, f"{backend}.log"), "w+")
                 home = os.path.join(logs, backend)
-                running[backend] = (_start(backend, pytest_args, root, log, home), log,
-                                    time.time())
+                parallel = args.jobs > 1 and len(backends) > 1
+                running[backend] = (_start(backend, pytest_args, root, log, home, parallel),
+                                    log, time.time())
             time.sleep(1)
             for backend, (process, log, began) in list(running.items()):
                 if process.poll() is None:
