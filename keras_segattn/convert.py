@@ -19,6 +19,7 @@ NumPy values) comes back as inert ``CheckpointPlaceholder`` objects; any other o
 refused with a message naming its type.
 """
 
+import hashlib
 import os
 import re
 
@@ -322,3 +323,13 @@ def load_reference_weights(layer, weights, strip_prefix=""):
     for variable, array in converted.values():
         variable.assign(array.astype(variable.dtype))
     return layer
+
+
+def sha256_of_file(path):
+    """Hex SHA-256 of a file, read in 1 MiB blocks (checks downloaded checkpoints against the
+    hash prefix in their published file names)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

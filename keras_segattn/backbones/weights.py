@@ -22,7 +22,6 @@ Nothing is downloaded unless weights are asked for. Without the network a
 ``WeightsNotAvailableError`` says what to download and where to put it.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -33,6 +32,7 @@ import zipfile
 import keras
 import keras_hub
 
+from keras_segattn import convert
 from keras_segattn.backbones import pyramid
 
 
@@ -239,14 +239,6 @@ def cache_directory():
     return directory
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_checkpoint(url, sha256_prefix):
     """Local path of the checkpoint at ``url``: downloaded once into ``cache_directory()``
     (``keras.utils.get_file``; an interrupted transfer leaves no file) and checked against
@@ -270,7 +262,7 @@ def download_checkpoint(url, sha256_prefix):
                 f"No network access? Download that file elsewhere and put it at {path} "
                 "(it is picked up from there), or pass its path as weights=."
             ) from error
-    actual = _sha256(path)
+    actual = convert.sha256_of_file(path)
     if not actual.startswith(sha256_prefix):
         os.remove(path)
         raise ValueError(

@@ -35,7 +35,6 @@ Example:
 import copy
 import datetime
 import difflib
-import hashlib
 import json
 import os
 import shutil
@@ -239,13 +238,7 @@ def _writable_dir(path):
     return path
 
 
-def sha256_of_file(path):
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_of_file = convert.sha256_of_file  # (public here too: the tests and users call it)
 
 
 def _verify(path, name, entry):
