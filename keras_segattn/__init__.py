@@ -9,7 +9,8 @@ _check_backend_installed()
 
 from keras_segattn.version import __version__  # noqa: E402
 
-_SUBMODULES = ("layers", "convert", "common", "losses", "recipe", "backbones", "heads", "models")
+_SUBMODULES = ("layers", "convert", "common", "losses", "metrics", "recipe", "backbones", "heads",
+               "models")
 
 
 def _command_line_starting():
@@ -32,7 +33,7 @@ def _command_line_starting():
 if not _command_line_starting():
     from keras_segattn import layers  # noqa: E402,F401
     from keras_segattn import convert  # noqa: E402,F401
-    from keras_segattn import common, losses, recipe  # noqa: E402,F401  (registers the recipe's objects)
+    from keras_segattn import common, losses, metrics, recipe  # noqa: E402,F401  (registers the recipe's objects)
     from keras_segattn import backbones, heads, models  # noqa: E402,F401
 
 

@@ -16,11 +16,10 @@ Two ways to use them:
 * :class:`ConfusionMatrix` (streaming over batches) + :func:`evaluate` (runs a model over a
   ``tf.data`` / iterable dataset with whole-image, sliding-window or multi-scale inference,
   returns :class:`EvaluationResult` with a printable per-class table).
-* Keras metrics for ``compile(metrics=...)``: ``keras.metrics.MeanIoU(num_classes,
-  ignore_class=255, sparse_y_pred=False)`` already equals mmseg's mIoU, so use it for mIoU;
-  :class:`MeanAccuracy` and :class:`PixelAccuracy` add mAcc / aAcc from the same confusion
-  matrix (Keras has no per-class-recall mean nor an ignore-aware pixel accuracy:
-  ``SparseCategoricalAccuracy`` counts the 255 pixels as errors).
+* Keras metrics for ``compile(metrics=...)`` (``keras_segattn.metrics``, re-exported here):
+  :class:`MeanIoU` (``keras.metrics.MeanIoU`` with a confusion matrix that is fast on every
+  backend), :class:`MeanAccuracy` and :class:`PixelAccuracy` (mAcc / aAcc from the same
+  confusion matrix).
 
 Example:
 
@@ -39,6 +38,10 @@ import numpy as np
 
 from keras_segattn import inference
 from keras_segattn.common import IGNORE_INDEX, INFERENCE_MODES
+# The Keras metrics live in keras_segattn.metrics; re-exported for compile(metrics=...).
+from keras_segattn.metrics import (  # noqa: F401
+    MeanAccuracy, MeanIoU, PixelAccuracy, segmentation_metrics,
+)
 
 
 
@@ -189,71 +192,6 @@ def format_table(iou, acc, class_names=None):
         return "|" + "|".join(cells) + "|"
 
     return "\n".join([line, fmt(header), line, *map(fmt, rows), line])
-
-
-# --- Keras metrics ---------------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="keras_segattn")
-class MeanAccuracy(keras.metrics.MeanIoU):
-    """mmseg's mAcc: mean over classes present in the labels of ``TP_c / label_c``.
-
-    Shares ``keras.metrics.MeanIoU``'s confusion matrix (``total_cm``, rows = label) and its
-    ``ignore_class`` / ``sparse_y_pred`` handling; only ``result()`` differs. Keras has no
-    equivalent (``MeanIoU`` averages IoU, ``SparseCategoricalAccuracy`` is pixel accuracy
-    that counts ignored pixels).
-
-    Example:
-
-    >>> m = MeanAccuracy(num_classes=2, ignore_class=255, sparse_y_pred=True)
-    >>> _ = m.update_state([0, 0, 1, 255], [0, 1, 1, 0])
-    >>> float(m.result())
-    0.75
-    """
-
-    def __init__(self, num_classes, name="mAcc", dtype=None, ignore_class=IGNORE_INDEX,
-                 sparse_y_true=True, sparse_y_pred=False, axis=-1):
-        super().__init__(num_classes=num_classes, name=name, dtype=dtype,
-                         ignore_class=ignore_class, sparse_y_true=sparse_y_true,
-                         sparse_y_pred=sparse_y_pred, axis=axis)
-
-    def result(self):
-        ops = keras.ops
-        matrix = ops.cast(self.total_cm, "float32")
-        label_area = ops.sum(matrix, axis=1)
-        present = ops.cast(ops.greater(label_area, 0), "float32")
-        acc = ops.diagonal(matrix) / ops.maximum(label_area, 1.0)
-        return ops.sum(acc * present) / ops.maximum(ops.sum(present), 1.0)
-
-
-@keras.saving.register_keras_serializable(package="keras_segattn")
-class PixelAccuracy(keras.metrics.MeanIoU):
-    """mmseg's aAcc: correctly classified pixels / labelled pixels, ignoring ``ignore_class``.
-
-    ``keras.metrics.SparseCategoricalAccuracy`` would count the ignored (255) pixels as
-    errors, so this reuses ``MeanIoU``'s ignore-aware confusion matrix instead.
-    """
-
-    def __init__(self, num_classes, name="aAcc", dtype=None, ignore_class=IGNORE_INDEX,
-                 sparse_y_true=True, sparse_y_pred=False, axis=-1):
-        super().__init__(num_classes=num_classes, name=name, dtype=dtype,
-                         ignore_class=ignore_class, sparse_y_true=sparse_y_true,
-                         sparse_y_pred=sparse_y_pred, axis=axis)
-
-    def result(self):
-        ops = keras.ops
-        matrix = ops.cast(self.total_cm, "float32")
-        return ops.sum(ops.diagonal(matrix)) / ops.maximum(ops.sum(matrix), 1.0)
-
-
-def segmentation_metrics(num_classes, ignore_class=IGNORE_INDEX):
-    """``[MeanIoU, MeanAccuracy, PixelAccuracy]`` for ``compile(metrics=...)`` on logits."""
-    return [
-        keras.metrics.MeanIoU(num_classes=num_classes, ignore_class=ignore_class,
-                              sparse_y_pred=False, name="mIoU"),
-        MeanAccuracy(num_classes, ignore_class=ignore_class),
-        PixelAccuracy(num_classes, ignore_class=ignore_class),
-    ]
 
 
 # --- Dataset evaluation ----------------------------------------------------------------------

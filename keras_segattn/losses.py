@@ -28,13 +28,15 @@ def class_presence(masks, num_classes, ignore_class=IGNORE_INDEX):
     labels = ops.reshape(labels, (ops.shape(labels)[0], -1))  # (B, H*W)
     valid = ops.logical_and(labels >= 0, labels < num_classes)
     labels = ops.where(valid, labels, num_classes)  # out-of-range -> an extra, dropped bin
-    # Count (image, label) pairs with a scatter-add (jit-safe, O(B * K) memory; bincount needs
-    # a concrete input under JAX jit): (B*N, 2) indices -> (B, num_classes + 1) counts.
+    # Count (image, label) pairs with one segment sum over image * (num_classes + 1) + label
+    # (jit-safe, O(B * K) memory; bincount needs a concrete input under JAX jit, and
+    # ``ops.scatter`` is a Python loop over every pixel on Keras' torch backend).
     batch, positions = ops.shape(labels)[0], ops.shape(labels)[1]
-    rows = ops.zeros_like(labels) + ops.expand_dims(ops.arange(batch, dtype="int32"), 1)
-    indices = ops.stack([ops.reshape(rows, (-1,)), ops.reshape(labels, (-1,))], axis=-1)
-    counts = ops.scatter(indices, ops.ones((batch * positions,), "float32"),
-                         (batch, num_classes + 1))
+    rows = ops.expand_dims(ops.arange(batch, dtype="int32"), 1)
+    segments = ops.reshape(rows * (num_classes + 1) + labels, (-1,))
+    counts = ops.segment_sum(ops.ones((batch * positions,), "float32"), segments,
+                             num_segments=batch * (num_classes + 1))
+    counts = ops.reshape(counts, (batch, num_classes + 1))
     return ops.cast(counts[:, :num_classes] > 0, "float32")
 
 

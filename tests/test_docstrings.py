@@ -19,6 +19,7 @@ import keras_segattn.common
 import keras_segattn.convert
 import keras_segattn.heads
 import keras_segattn.layers
+import keras_segattn.metrics
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -44,6 +45,8 @@ HEADS = {k: v for k, v in _public(keras_segattn.heads, inspect.isclass).items()
          if issubclass(v, keras_segattn.heads.Head) and "Example:" in (v.__doc__ or "")}
 COMMON = {k: v for k, v in _public(keras_segattn.common, inspect.isfunction).items()
           if v.__module__ == "keras_segattn.common"}
+METRICS = {k: v for k, v in _public(keras_segattn.metrics, inspect.isclass).items()
+           if v.__module__ == "keras_segattn.metrics"}
 
 
 def _globs():
@@ -55,6 +58,7 @@ def _globs():
         **CONVERT,
         **HEADS,
         **COMMON,
+        **METRICS,
     }
 
 
@@ -118,3 +122,9 @@ def test_head_docstring_example(name):
 @pytest.mark.parametrize("name", sorted(COMMON))
 def test_common_docstring_examples(name):
     _run(COMMON[name])
+
+
+def test_metric_docstring_examples():
+    assert {"MeanIoU", "MeanAccuracy", "PixelAccuracy"} <= set(METRICS)
+    attempted = sum(_run(METRICS[name]) for name in sorted(METRICS))
+    assert attempted >= 4

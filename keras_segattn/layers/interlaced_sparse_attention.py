@@ -128,9 +128,12 @@ class ISASelfAttention(keras.layers.Layer):
         query = ops.reshape(ops.cast(query, "float32"), (-1, height * width, self.key_channels))
         key = ops.reshape(ops.cast(key, "float32"), (-1, height * width, self.key_channels))
         value = ops.reshape(value, (-1, height * width, self.value_channels))
-        # (B, N, d) @ (B, d, N) -> (B, N, N), scaled by d^-0.5, softmax over keys in float32.
-        energy = ops.matmul(query, ops.transpose(key, (0, 2, 1))) * (self.key_channels ** -0.5)
-        attention = ops.cast(ops.softmax(energy, axis=-1), value.dtype)
+        # (B, N, d) @ (B, d, N) -> (B, N, N), scaled by d^-0.5 (applied to the N x d query,
+        # not the N x N product), softmax over keys in float32, in one expression so that in
+        # eager mode the energies are freed once soft-maxed.
+        query = query * (self.key_channels ** -0.5)
+        attention = ops.cast(
+            ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))), axis=-1), value.dtype)
         # (B, N, N) @ (B, N, C_v) -> (B, N, C_v) -> (B, h, w, C_v)
         context = ops.reshape(ops.matmul(attention, value), (-1, height, width, self.value_channels))
         return self.out_conv(context, training=training)

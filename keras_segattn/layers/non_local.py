@@ -97,11 +97,12 @@ class NonLocalBlock(keras.layers.Layer):
             return ops.reshape(x, (-1, num_positions, inter_channels))
 
         g_x, theta_x, phi_x = flat(self.g), flat(self.theta), flat(self.phi)
-        # (B, N, C') @ (B, C', N) -> (B, N, N)
-        pairwise = ops.matmul(theta_x, ops.transpose(phi_x, (0, 2, 1)))
         if self.use_scale:
-            pairwise = pairwise / (float(inter_channels) ** 0.5)
-        attention = ops.softmax(pairwise, axis=-1)
+            # (theta / sqrt(C')) phi^T: scale the N x C' factor, not the N x N product
+            theta_x = theta_x * (1.0 / float(inter_channels) ** 0.5)
+        # (B, N, C') @ (B, C', N) -> (B, N, N), soft-maxed in one expression so that in eager
+        # mode the N x N pairwise term is freed at once (not held until the call returns)
+        attention = ops.softmax(ops.matmul(theta_x, ops.transpose(phi_x, (0, 2, 1))), axis=-1)
         # (B, N, N) @ (B, N, C') -> (B, N, C') -> (B, H, W, C')
         y = ops.reshape(ops.matmul(attention, g_x), (-1, height, width, inter_channels))
         y = apply_batch_norm(self.norm_out, pointwise_conv(self.conv_out, y), training=training)

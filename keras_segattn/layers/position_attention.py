@@ -55,9 +55,9 @@ class PositionAttention(QueryKeyValueAttention):
         height, width, channels = shape[1], shape[2], shape[3]
         # (B, N, C'), (B, N, C'), (B, N, C) in float32, N = H*W row-major.
         query, key, value = self.flat_projections(inputs)
-        # (B, N, C') @ (B, C', N) -> (B, N, N)
-        energy = ops.matmul(query, ops.transpose(key, (0, 2, 1)))
-        attention = ops.softmax(energy, axis=-1)
+        # (B, N, C') @ (B, C', N) -> (B, N, N); one expression, so that in eager mode the
+        # N x N energies are freed once soft-maxed (not held until the call returns)
+        attention = ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))), axis=-1)
         # (B, N, N) @ (B, N, C) -> (B, N, C) -> (B, H, W, C)
         context = ops.reshape(ops.matmul(attention, value), (-1, height, width, channels))
         gamma = ops.cast(self.gamma, "float32")
