@@ -81,18 +81,20 @@ class QueryKeyValueAttention(keras.layers.Layer):
         self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
         self.built = True
 
-    def flat_projections(self, inputs):
-        """Float32 ``(query, key, value)`` flattened to ``(B, N, C')``, ``(B, N, C')``,
-        ``(B, N, C)``; ``N = H*W`` in PyTorch's row-major order."""
+    def flat_projections(self, inputs, value_dtype="float32"):
+        """``(query, key, value)`` flattened to ``(B, N, C')``, ``(B, N, C')``, ``(B, N, C)``;
+        ``N = H*W`` in PyTorch's row-major order. Query and key in float32 (they make the
+        energies), the value in ``value_dtype``."""
         shape = ops.shape(inputs)
         num_positions = shape[1] * shape[2]
 
-        def flat(projection):
+        def flat(projection, dtype="float32"):
             # (B, H, W, C') -> (B, N, C')
-            x = ops.cast(pointwise_conv(projection, inputs), "float32")
+            x = ops.cast(pointwise_conv(projection, inputs), dtype)
             return ops.reshape(x, (-1, num_positions, projection.filters))
 
-        return flat(self.query_conv), flat(self.key_conv), flat(self.value_conv)
+        return (flat(self.query_conv), flat(self.key_conv),
+                flat(self.value_conv, value_dtype))
 
     def reference_weight_mapping(self):
         """Reference state-dict keys (``query_conv.*``, ``key_conv.*``, ``value_conv.*``,

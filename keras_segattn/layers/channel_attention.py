@@ -27,7 +27,8 @@ class ChannelAttention(keras.layers.Layer):
     Reference: junfu1115/DANet @ ``b0a0fa008148f102321cdaa7ca38fb0ddd0239d1``,
     ``encoding/nn/da_att.py``, ``CAM_Module`` (state-dict key ``gamma``). Deviations:
     none. The C x C energies grow with H*W, so they and the softmax are computed in
-    float32 under mixed precision (float16 would overflow on large maps).
+    float32 under mixed precision (float16 would overflow on large maps); the product
+    ``A X`` runs in the compute dtype.
 
     Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``; with ``return_attention_scores=True``
     also the channel attention ``(B, C, C)`` (float32).
@@ -63,10 +64,13 @@ class ChannelAttention(keras.layers.Layer):
         energy_new = ops.stop_gradient(ops.max(energy, axis=-1, keepdims=True)) - energy
         attention = ops.softmax(energy_new, axis=-1)
         # gamma * (A X) = (gamma A) X: scale the C x C map, not the N x C product.
-        scaled = ops.cast(self.gamma, "float32") * attention
-        # out[i, n] = sum_j gamma A[i, j] X[j, n]:  (B, N, C) @ (B, C, C)^T -> (B, N, C)
-        context = ops.matmul(flat, ops.transpose(scaled, (0, 2, 1)))
-        context = ops.reshape(context, (-1, height, width, channels))
+        scaled = ops.cast(ops.cast(self.gamma, "float32") * attention, self.compute_dtype)
+        # out[i, n] = sum_j gamma A[i, j] X[j, n]:  (B, N, C) @ (B, C, C)^T -> (B, N, C), in
+        # the compute dtype (A's rows are convex weights: no overflow under float16).
+        flat_input = ops.reshape(ops.cast(inputs, self.compute_dtype), (-1, height * width,
+                                                                        channels))
+        context = ops.matmul(flat_input, ops.transpose(scaled, (0, 2, 1)))
+        context = ops.reshape(ops.cast(context, "float32"), (-1, height, width, channels))
         outputs = ops.cast(context + x, self.compute_dtype)
         if return_attention_scores:
             return outputs, attention

@@ -35,8 +35,8 @@ class CrissCrossAttention(QueryKeyValueAttention):
     pure PyTorch), ``cc_attention/functions.py``, ``CrissCrossAttention``; equal to mmcv's
     einsum version and to the CUDA H+W-1 formulation. State-dict keys ``query_conv.*``,
     ``key_conv.*``, ``value_conv.*``, ``gamma``. Deviations: none (the reference's
-    ``.cuda()`` call in ``INF()`` is irrelevant here). Energies and softmax run in float32
-    under mixed precision.
+    ``.cuda()`` call in ``INF()`` is irrelevant here). Under mixed precision the energies and
+    softmax run in float32, the products with the value in the compute dtype.
 
     Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``; with ``return_attention_scores=True``
     also the attention ``(B, H, W, H + W)`` (float32): entries ``[..., :H]`` are the weights
@@ -63,7 +63,7 @@ class CrissCrossAttention(QueryKeyValueAttention):
         height = ops.shape(inputs)[1]
         query = ops.cast(pointwise_conv(self.query_conv, inputs), "float32")  # (B, H, W, C')
         key = ops.cast(pointwise_conv(self.key_conv, inputs), "float32")  # (B, H, W, C')
-        value = ops.cast(pointwise_conv(self.value_conv, inputs), "float32")  # (B, H, W, C)
+        value = pointwise_conv(self.value_conv, inputs)  # (B, H, W, C), compute dtype
 
         # Column term: (B, H, W, C') x (B, H', W, C') -> (B, H, W, H')
         energy_col = ops.einsum("bhwc,biwc->bhwi", query, key)
@@ -78,14 +78,16 @@ class CrissCrossAttention(QueryKeyValueAttention):
 
         attention = ops.softmax(ops.concatenate([energy_col, energy_row], axis=-1), axis=-1)
         # gamma * (A V) = (gamma A) V: scale the (B, H, W, H + W) map, not the C-channel sum.
-        scaled = ops.cast(self.gamma, "float32") * attention
+        scaled = ops.cast(ops.cast(self.gamma, "float32") * attention, value.dtype)
         attention_col = scaled[..., :height]
         attention_row = scaled[..., height:]
-        # (B, H, W, H') x (B, H', W, C) -> (B, H, W, C), plus the same along the row.
+        # (B, H, W, H') x (B, H', W, C) -> (B, H, W, C), plus the same along the row; in the
+        # compute dtype (convex weights times gamma: no overflow under float16).
         context = ops.einsum("bhwi,biwc->bhwc", attention_col, value) + ops.einsum(
             "bhwj,bhjc->bhwc", attention_row, value
         )
-        outputs = ops.cast(context + ops.cast(inputs, "float32"), self.compute_dtype)
+        outputs = ops.cast(ops.cast(context, "float32") + ops.cast(inputs, "float32"),
+                           self.compute_dtype)
         if return_attention_scores:
             return outputs, attention
         return outputs

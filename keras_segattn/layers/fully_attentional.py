@@ -79,16 +79,21 @@ class FullyAttentional(keras.layers.Layer):
         x32 = ops.cast(inputs, "float32")
         row_desc = ops.cast(row_desc, "float32")
         col_desc = ops.cast(col_desc, "float32")
+        # The energies and softmax in float32, the products with the softmax'ed (convex)
+        # weights in the compute dtype (no overflow under float16).
+        dtype = self.compute_dtype
         x_cols = ops.transpose(x32, (0, 2, 3, 1))  # (B, W, C, H)
         # Column branch: (B, W, C, H) @ (B, 1, H, C') -> (B, W, C, C'), softmax over C'.
         att_cols = ops.softmax(ops.matmul(x_cols, ops.expand_dims(row_desc, 1)), axis=-1)
         # (B, W, C, C') @ (B, W, C', H) -> (B, W, C, H) -> (B, H, W, C)
-        out_cols = ops.transpose(ops.matmul(att_cols, x_cols), (0, 3, 1, 2))
+        out_cols = ops.matmul(ops.cast(att_cols, dtype), ops.cast(x_cols, dtype))
+        out_cols = ops.transpose(ops.cast(out_cols, "float32"), (0, 3, 1, 2))
         x_rows = ops.transpose(x32, (0, 1, 3, 2))  # (B, H, C, W)
         # Row branch: (B, H, C, W) @ (B, 1, W, C') -> (B, H, C, C'), softmax over C'.
         att_rows = ops.softmax(ops.matmul(x_rows, ops.expand_dims(col_desc, 1)), axis=-1)
         # (B, H, C, C') @ (B, H, C', W) -> (B, H, C, W) -> (B, H, W, C)
-        out_rows = ops.transpose(ops.matmul(att_rows, x_rows), (0, 1, 3, 2))
+        out_rows = ops.matmul(ops.cast(att_rows, dtype), ops.cast(x_rows, dtype))
+        out_rows = ops.transpose(ops.cast(out_rows, "float32"), (0, 1, 3, 2))
         fused = self.gamma * (out_cols + out_rows) + x32
         return self.out_conv(ops.cast(fused, self.compute_dtype), training=training)
 

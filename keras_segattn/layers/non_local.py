@@ -33,7 +33,8 @@ class NonLocalBlock(keras.layers.Layer):
     State-dict keys (ConvModule naming): ``g.conv.*``, ``theta.conv.*``, ``phi.conv.*``,
     ``conv_out.conv.weight``, ``conv_out.bn.{weight,bias,running_mean,running_var}``.
     Deviations: only the default mmseg configuration is provided (no sub-sampling, no
-    other pairwise modes). Energies and softmax run in float32 under mixed precision.
+    other pairwise modes). Under mixed precision the energies and softmax run in float32,
+    the product with ``g(x)`` in the compute dtype.
 
     Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``; with ``return_attention_scores=True``
     also the attention ``(B, N, N)`` (query position, key position; float32).
@@ -91,20 +92,22 @@ class NonLocalBlock(keras.layers.Layer):
         inter_channels = self.g.filters
         num_positions = height * width
 
-        def flat(projection):
+        def flat(projection, dtype="float32"):
             # (B, H, W, C') -> (B, N, C')
-            x = ops.cast(pointwise_conv(projection, inputs), "float32")
+            x = ops.cast(pointwise_conv(projection, inputs), dtype)
             return ops.reshape(x, (-1, num_positions, inter_channels))
 
-        g_x, theta_x, phi_x = flat(self.g), flat(self.theta), flat(self.phi)
+        g_x, theta_x, phi_x = flat(self.g, self.compute_dtype), flat(self.theta), flat(self.phi)
         if self.use_scale:
             # (theta / sqrt(C')) phi^T: scale the N x C' factor, not the N x N product
             theta_x = theta_x * (1.0 / float(inter_channels) ** 0.5)
         # (B, N, C') @ (B, C', N) -> (B, N, N), soft-maxed in one expression so that in eager
         # mode the N x N pairwise term is freed at once (not held until the call returns)
         attention = ops.softmax(ops.matmul(theta_x, ops.transpose(phi_x, (0, 2, 1))), axis=-1)
-        # (B, N, N) @ (B, N, C') -> (B, N, C') -> (B, H, W, C')
-        y = ops.reshape(ops.matmul(attention, g_x), (-1, height, width, inter_channels))
+        # (B, N, N) @ (B, N, C') -> (B, N, C') -> (B, H, W, C'), in the compute dtype (convex
+        # weights: no overflow under float16)
+        y = ops.matmul(ops.cast(attention, g_x.dtype), g_x)
+        y = ops.reshape(y, (-1, height, width, inter_channels))
         y = apply_batch_norm(self.norm_out, pointwise_conv(self.conv_out, y), training=training)
         outputs = inputs + y
         if return_attention_scores:

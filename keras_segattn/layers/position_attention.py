@@ -27,8 +27,8 @@ class PositionAttention(QueryKeyValueAttention):
     ``encoding/nn/da_att.py``, ``PAM_Module``. Weights port 1:1 with
     ``keras_segattn.convert.load_reference_weights`` (keys ``query_conv.weight``, ...,
     ``gamma``). Deviations: none (the paper's BN+ReLU on the projections is not in the
-    code, and is not here either). Energies and softmax are computed in float32 under
-    mixed precision.
+    code, and is not here either). Under mixed precision the energies and the softmax are
+    computed in float32 and the product ``A V`` in the compute dtype.
 
     Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``; with ``return_attention_scores=True``
     also the attention map ``(B, N, N)`` (query position, key position; float32).
@@ -53,13 +53,16 @@ class PositionAttention(QueryKeyValueAttention):
     def call(self, inputs, return_attention_scores=False):
         shape = ops.shape(inputs)
         height, width, channels = shape[1], shape[2], shape[3]
-        # (B, N, C'), (B, N, C'), (B, N, C) in float32, N = H*W row-major.
-        query, key, value = self.flat_projections(inputs)
+        # (B, N, C'), (B, N, C') in float32, (B, N, C) in the compute dtype; N = H*W row-major.
+        query, key, value = self.flat_projections(inputs, value_dtype=self.compute_dtype)
         # (B, N, C') @ (B, C', N) -> (B, N, N); one expression, so that in eager mode the
         # N x N energies are freed once soft-maxed (not held until the call returns)
         attention = ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))), axis=-1)
-        # (B, N, N) @ (B, N, C) -> (B, N, C) -> (B, H, W, C)
-        context = ops.reshape(ops.matmul(attention, value), (-1, height, width, channels))
+        # (B, N, N) @ (B, N, C) -> (B, N, C) -> (B, H, W, C), in the compute dtype: each row
+        # of A holds convex weights, so under mixed precision the largest product (N^2 C
+        # multiply-adds, 8x the energies') runs in float16/bfloat16 without overflow.
+        context = ops.matmul(ops.cast(attention, value.dtype), value)
+        context = ops.reshape(ops.cast(context, "float32"), (-1, height, width, channels))
         gamma = ops.cast(self.gamma, "float32")
         outputs = ops.cast(gamma * context + ops.cast(inputs, "float32"), self.compute_dtype)
         if return_attention_scores:

@@ -10,7 +10,9 @@ batch, from fixed initial weights; writes the weights after the step to an ``.np
 One step per process: in TF 2.21, a second model trained under a MirroredStrategy in the same
 process with synchronized BN failed with a collective-key mismatch ("Shape mismatch in the
 collective instance 100"), a cross-model interaction the trainer (one model per process)
-never meets."""
+never meets. It is TensorFlow's known limitation, reported upstream with the same message for
+models trained one after another under one MirroredStrategy (tensorflow/tensorflow#62790,
+closed without a fix; TensorFlow's advice: "Restart your program to reset")."""
 
 import os
 import sys
