@@ -498,13 +498,24 @@ def modes_of(engine):
     return OFFICIAL_MODES if engine == "official" else MODES
 
 
+def command_line():
+    """This run's command line without ``--out DIR`` (no local paths in the results)."""
+    arguments, skip = [], False
+    for argument in sys.argv[1:]:
+        if skip or argument == "--out":
+            skip = not skip
+            continue
+        arguments.append(argument)
+    return " ".join([os.path.basename(sys.argv[0])] + arguments)
+
+
 def run(args):
     os.makedirs(args.out, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="layer_benchmark_")
     engines = [e for e in ENGINES if e == "official" or e in args.backends]
     workers = {e: Worker(e, args.dry_run) for e in engines}
     results = {
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "command": command_line(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "workers": {e: w.info for e, w in workers.items()},

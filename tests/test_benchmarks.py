@@ -1,0 +1,57 @@
+"""The CPU benchmarks' code paths at tiny sizes on this backend: the layer benchmark's dry run
+(our layers side by side with the PyTorch versions of the official modules, outputs compared)
+and the whole-model train/inference step benchmark with its XLA FLOP count. No timing is
+asserted: speed targets live in benchmarks/RESULTS.md."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND = keras.backend.backend()
+
+
+def run(script, *arguments):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script),
+                           *arguments], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_layer_benchmark_dry_run(tmp_path):
+    run("layer_benchmark.py", "--dry-run", "--backends", BACKEND, "--layers", "pam", "isa",
+        "--out", str(tmp_path))
+    results = json.loads((tmp_path / "layers.json").read_text())
+    records = results["records"]
+    engines = {r["engine"] for r in records}
+    assert engines == {"official", BACKEND}
+    ours = [r for r in records if r["engine"] == BACKEND]
+    assert {r["case"] for r in ours} == {"pam", "isa"}
+    for r in records:
+        assert r.get("error") is None, r
+        assert r["median"] > 0 and r["flops"] > 0
+    # Same weights, same outputs: ours against the official module's forward.
+    compared = [r for r in ours if r.get("max_rel_diff") is not None]
+    assert compared and max(r["max_rel_diff"] for r in compared) < 1e-4
+    assert "PositionAttention" in (tmp_path / "layers.md").read_text()
+    assert (tmp_path / "layers_time.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the FLOP count runs in a JAX worker whatever "
+                    "the backend: checked once, on the JAX run")
+def test_train_step_benchmark_counts_flops(tmp_path):
+    out = tmp_path / "steps.json"
+    proc = run("train_step.py", "--sizes", "16", "--batch", "2", "--repeat", "1", "--warmup",
+               "0", "--backends", BACKEND, "--peak-size", "128", "--json", str(out))
+    data = json.loads(out.read_text())
+    flops = data["flops"]["16"]
+    assert 0 < flops["infer_gflop"] < flops["train_gflop"] < 4 * flops["infer_gflop"]
+    (row,) = data["rows"]
+    assert row["backend"] == BACKEND and row["size"] == 16
+    assert row["step_ms"] > 0 and row["infer_ms"] > 0 and row["matmul_peak_gflops"] > 0
+    assert "| jax | default | 16 |" in proc.stdout and "%" in proc.stdout
