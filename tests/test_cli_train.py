@@ -56,6 +56,20 @@ def test_rerunning_a_finished_run_reports_its_result(tiny_run, capsys):
     assert "Steps" not in out  # nothing was trained
 
 
+def test_rerun_finishes_a_clean_up_that_ctrl_c_cut_short(tiny_run, capsys):
+    # Ctrl-C between writing the finished state and removing backup/ (seen in the random
+    # SIGINT fault test) leaves backup/ behind; the next launch removes it.
+    data_dir, out_dir = tiny_run
+    os.makedirs(os.path.join(out_dir, "backup"))
+    with open(os.path.join(out_dir, "backup", "step-0000002.weights.h5"), "wb") as f:
+        f.write(b"left over")
+    code = main(["train", *TINY, "--data-dir", data_dir, "--steps", "3", "--eval-every", "2",
+                 "--output-dir", out_dir])
+    assert code == 0
+    assert "finished all 3 steps earlier" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(out_dir, "backup"))
+
+
 def test_a_run_folder_refuses_other_settings(tiny_run, capsys):
     data_dir, out_dir = tiny_run
     code = main(["train", *TINY, "--data-dir", data_dir, "--steps", "4", "--eval-every", "2",

@@ -121,7 +121,8 @@ class InterruptAtStepEnd(keras.callbacks.Callback):
     records the signal (and says so on stderr); the ``KeyboardInterrupt`` is raised at the
     next step or interval end, in plain Python, after the callbacks before it in the list
     (``RunProgress``: its commit of that step) have run. A second Ctrl-C raises at once.
-    Installed only in the main thread (Python delivers signals there); put it last.
+    Installed only in the main thread (Python delivers signals there), and not where SIGINT
+    is ignored (a background job started by a shell: it stays ignored); put it last.
     """
 
     def __init__(self):
@@ -138,7 +139,8 @@ class InterruptAtStepEnd(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._requested = False
-        if threading.current_thread() is threading.main_thread():
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def _raise_if_requested(self, *args, **kwargs):

@@ -336,6 +336,9 @@ def _finished_result(run, state, log):
     model_path = run.file("model.keras")
     validation.check_keras_file(model_path, "the run's model")
     metrics = run.read_json("metrics.json")
+    # A Ctrl-C after the finished state was written but before backup/ was removed leaves
+    # it behind: finish the clean-up.
+    run.remove("backup")
     log(f"{run.path} finished all {state['step']} steps earlier: reporting its result "
         "(choose another output_dir to train again).", flush=True)
     return {"model": keras.saving.load_model(model_path),

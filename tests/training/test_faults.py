@@ -45,8 +45,11 @@ def launch(fault, output_dir, data_dir, interrupt_after=None):
     """Run ``fault_script.py``; with ``interrupt_after`` (seconds), send SIGINT that long after
     the launch printed "Resuming". Returns ``(returncode, stdout, stderr)``."""
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), PYTHONUNBUFFERED="1")
+    # SIGINT at its default in the child, as in a terminal (a test runner started as a
+    # background job passes it on ignored, and an ignored SIGINT stays ignored in training).
     process = subprocess.Popen([sys.executable, SCRIPT, fault, output_dir, data_dir], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines, errors = queue.Queue(), []
     threading.Thread(target=lambda: [*map(lines.put, process.stdout), lines.put(None)],
                      daemon=True).start()

@@ -35,6 +35,15 @@ def data():
     return np.ones((16, 3), "float32"), np.ones((16, 1), "float32")
 
 
+@pytest.fixture(autouse=True)
+def interactive_sigint():
+    """Python's own SIGINT handler, as in a terminal; a test runner started as a background
+    job inherits SIGINT ignored. Restored afterwards."""
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, original)
+
+
 def test_sigint_stops_at_the_end_of_the_step(capfd):
     model, (x, y) = tiny_model(), data()
     sender, interrupt = SendSigint({1}), InterruptAtStepEnd()
@@ -59,3 +68,16 @@ def test_second_sigint_raises_at_once():
     finally:
         interrupt.restore()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ignored_sigint_stays_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's disposition
+    interrupt = InterruptAtStepEnd()
+    interrupt.on_train_begin()
+    try:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing recorded, nothing raised
+        interrupt.on_train_batch_end(0)
+    finally:
+        interrupt.on_train_end()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
