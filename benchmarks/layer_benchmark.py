@@ -500,12 +500,10 @@ def modes_of(engine):
 
 def command_line():
     """This run's command line without ``--out DIR`` (no local paths in the results)."""
-    arguments, skip = [], False
-    for argument in sys.argv[1:]:
-        if skip or argument == "--out":
-            skip = not skip
-            continue
-        arguments.append(argument)
+    arguments = sys.argv[1:]
+    if "--out" in arguments:
+        start = arguments.index("--out")
+        del arguments[start:start + 2]
     return " ".join([os.path.basename(sys.argv[0])] + arguments)
 
 

@@ -90,8 +90,7 @@ def worker(variant, warmup, repeat, batch, size, peak_size):
     first = time.perf_counter() - start
     train_ms, train_min = timings(lambda: model.train_on_batch(x, y), warmup, repeat)
     infer_ms, infer_min = timings(lambda: model.predict_on_batch(x), warmup, repeat)
-    sys.path.insert(0, HERE)
-    from gpu_anchors import matmul_peak
+    from gpu_anchors import matmul_peak  # benchmarks/ is this script's folder
 
     peak = matmul_peak(backend, peak_size, dtypes=("float32",))["float32"]
     print(json.dumps({"backend": backend, "variant": variant, "size": size, "batch": batch,
