@@ -41,10 +41,19 @@ def pad_or_crop_axis(x, out_size, offset, axis):
     ``offset == 0`` it zero-pads (or crops) at the end.
     """
     in_size = static_size(x, axis)
-    if all(isinstance(v, int) for v in (in_size, out_size, offset)) and (
-        offset == 0 and out_size == in_size
-    ):
-        return x  # nothing to pad or crop (static sizes): skip the gather and the mask
+    if all(isinstance(v, int) for v in (in_size, out_size, offset)):
+        # Static sizes: a plain pad or slice (one copy; the gather below reads the input
+        # through an index and its gradient scatters back, twice the work on eager torch).
+        if offset == 0 and out_size == in_size:
+            return x
+        if 0 <= offset and offset + in_size <= out_size:
+            padding = [(0, 0)] * len(x.shape)
+            padding[axis] = (offset, out_size - in_size - offset)
+            return ops.pad(x, padding)
+        if offset <= 0 and out_size - offset <= in_size:
+            index = [slice(None)] * len(x.shape)
+            index[axis] = slice(-offset, out_size - offset)
+            return x[tuple(index)]
     index = ops.arange(0, out_size, 1, dtype="int32") - ops.cast(offset, "int32")
     valid = ops.logical_and(index >= 0, index < ops.cast(in_size, "int32"))
     index = ops.clip(index, 0, ops.cast(in_size, "int32") - 1)

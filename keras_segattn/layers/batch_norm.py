@@ -53,11 +53,15 @@ def _torch_batch_norm(norm, x, use_batch_statistics):
     if use_batch_statistics:
         # torch.batch_norm, not F.batch_norm: the latter refuses one value per channel,
         # which Keras normalises (variance 0).
-        y = torch.batch_norm(channels_first, weight, bias, None, None, True, 0.0, norm.epsilon,
-                             torch.backends.cudnn.enabled)
-        with torch.no_grad():
-            axes = tuple(range(x32.ndim - 1))
-            variance, mean = torch.var_mean(x32, dim=axes, correction=0)
+        # With momentum 1 the kernel writes the batch mean and the *unbiased* batch variance
+        # into these buffers while it normalises (no second pass over x); Keras' update uses
+        # the biased variance, (n - 1) / n of it (0 for one value per channel).
+        mean = torch.zeros_like(norm.moving_mean.value)
+        variance = torch.zeros_like(norm.moving_variance.value)
+        y = torch.batch_norm(channels_first, weight, bias, mean, variance, True, 1.0,
+                             norm.epsilon, torch.backends.cudnn.enabled)
+        count = x32.numel() // x32.shape[-1]
+        variance = variance * ((count - 1) / count) if count > 1 else torch.zeros_like(variance)
         momentum = norm.momentum
         norm.moving_mean.assign(norm.moving_mean.value * momentum + mean * (1.0 - momentum))
         norm.moving_variance.assign(

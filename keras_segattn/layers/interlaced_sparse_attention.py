@@ -128,14 +128,20 @@ class ISASelfAttention(keras.layers.Layer):
         query = ops.reshape(ops.cast(query, "float32"), (-1, height * width, self.key_channels))
         key = ops.reshape(ops.cast(key, "float32"), (-1, height * width, self.key_channels))
         value = ops.reshape(value, (-1, height * width, self.value_channels))
-        # (B, N, d) @ (B, d, N) -> (B, N, N), scaled by d^-0.5 (applied to the N x d query,
-        # not the N x N product), softmax over keys in float32, in one expression so that in
-        # eager mode the energies are freed once soft-maxed.
-        query = query * (self.key_channels ** -0.5)
+        # (B, N, d) @ (B, d, N) -> (B, N, N), scaled by d^-0.5, softmax over keys in float32,
+        # in one expression so that in eager mode the energies are freed once soft-maxed.
+        # The scale goes on the energies, as upstream: a group's N x N energies are smaller
+        # than its N x d query at the usual sizes (N = 64 short-range, ~100-500 long-range,
+        # d = 256), and a scaled query would be one more N x d tensor kept for the backward.
+        energies = ops.matmul(query, ops.transpose(key, (0, 2, 1)))
         attention = ops.cast(
-            ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))), axis=-1), value.dtype)
+            ops.softmax(energies * (self.key_channels ** -0.5), axis=-1), value.dtype)
+        del energies
         # (B, N, N) @ (B, N, C_v) -> (B, N, C_v) -> (B, h, w, C_v)
         context = ops.reshape(ops.matmul(attention, value), (-1, height, width, self.value_channels))
+        # Eager inference frees the projections and the attention before the output conv
+        # (training keeps what the backward needs either way).
+        del query, key, value, attention
         return self.out_conv(context, training=training)
 
     def compute_output_shape(self, input_shape):
@@ -293,12 +299,18 @@ class InterlacedSparseAttention(keras.layers.Layer):
         # (B, Qh*Ph, Qw*Pw, C) -> (B, Qh, Ph, Qw, Pw, C) -> (B, Ph, Pw, Qh, Qw, C)
         x = ops.reshape(x, (-1, qh, ph, qw, pw, channels))
         x = ops.transpose(x, (0, 2, 4, 1, 3, 5))
-        # Long range: batch B*Ph*Pw of Qh x Qw maps.
-        x = self.long_range(ops.reshape(x, (-1, qh, qw, channels)), training=training)
+        # Long range: batch B*Ph*Pw of Qh x Qw maps (x reassigned first so that eager
+        # backends free the padded map before the block runs).
+        x = ops.reshape(x, (-1, qh, qw, channels))
+        x = self.long_range(x, training=training)
         # (B, Ph, Pw, Qh, Qw, O) -> (B, Qh, Qw, Ph, Pw, O)
         x = ops.transpose(ops.reshape(x, (-1, ph, pw, qh, qw, out)), (0, 3, 4, 1, 2, 5))
-        # Short range: batch B*Qh*Qw of contiguous Ph x Pw blocks.
-        x = self.short_range(ops.reshape(x, (-1, ph, pw, out)), training=training)
+        # Short range: batch B*Qh*Qw of contiguous Ph x Pw blocks. Through (M, O) first: with
+        # a batch of 1 the 4-D regrouping is a strided view on torch, which each of the three
+        # projections' matmuls would copy again (three saved copies in training); the 2-D
+        # reshape copies it once.
+        x = ops.reshape(ops.reshape(x, (-1, out)), (-1, ph, pw, out))
+        x = self.short_range(x, training=training)
         # (B, Qh, Qw, Ph, Pw, O) -> (B, Qh, Ph, Qw, Pw, O) -> (B, Qh*Ph, Qw*Pw, O)
         x = ops.transpose(ops.reshape(x, (-1, qh, qw, ph, pw, out)), (0, 1, 3, 2, 4, 5))
         x = ops.reshape(x, (-1, qh * ph, qw * pw, out))
