@@ -9,6 +9,7 @@ import pytest
 import keras_segattn
 from keras_segattn import convert
 from keras_segattn.layers import ConvBNAct, Resize
+from keras_segattn.layers.resize import resize
 from keras_segattn.testing import TestCase
 
 
@@ -54,6 +55,23 @@ class TestResize(TestCase):
         reference = np.zeros((1, *size, 1), "float32")
         out = Resize(align_corners=align_corners)(x, reference)
         self.assertAllClose(out, _torch_interpolate(x, size, align_corners), atol=1e-5)
+
+    @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_static_sizes_equal_the_tensor_size_path(self, interpolation, align_corners):
+        # Python-int sizes take the NumPy (constant) index path, scalar tensors the ops path.
+        x = np.random.default_rng(2).normal(size=(2, 5, 7, 3)).astype("float32")
+        for size in [(11, 9), (3, 2), (5, 7), (1, 1)]:
+            static = resize(x, size, interpolation, align_corners)
+            dynamic = resize(x, tuple(keras.ops.convert_to_tensor(s, "int32") for s in size),
+                             interpolation, align_corners)
+            self.assertAllClose(static, dynamic, atol=1e-6, rtol=0)
+            if interpolation == "nearest":
+                torch = pytest.importorskip("torch")
+                expected = torch.nn.functional.interpolate(
+                    torch.tensor(x).permute(0, 3, 1, 2), size=size, mode="nearest"
+                ).permute(0, 2, 3, 1).numpy()
+                self.assertAllClose(static, expected, atol=0, rtol=0)
 
     def test_scale_factor_size(self):
         x = np.ones((1, 9, 6, 2), "float32")

@@ -21,6 +21,7 @@ then ``i0 = min(floor(src), n - 1)``, ``i1 = min(i0 + 1, n - 1)``, ``w1 = src - 
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -30,6 +31,8 @@ def _is_static(value):
 
 def _axis_interpolation(in_size, out_size, align_corners):
     """Source indices (int32) and blend weights (float32) for one axis."""
+    if _is_static(in_size) and _is_static(out_size):
+        return _static_axis_interpolation(in_size, out_size, align_corners)
     in_f = ops.cast(in_size, "float32")
     out_f = ops.cast(out_size, "float32")
     positions = ops.cast(ops.arange(0, out_size, 1, dtype="int32"), "float32")
@@ -44,11 +47,36 @@ def _axis_interpolation(in_size, out_size, align_corners):
     return ops.cast(lower, "int32"), ops.cast(upper, "int32"), weight
 
 
+def _static_axis_interpolation(in_size, out_size, align_corners):
+    """The same float32 arithmetic in NumPy when both sizes are Python ints: constants for
+    the compiled backends, and on eager ones a few conversions instead of ~15 small ops per
+    axis and call."""
+    in_f, out_f = np.float32(in_size), np.float32(out_size)
+    positions = np.arange(out_size, dtype=np.float32)
+    if align_corners:
+        source = positions * ((in_f - np.float32(1)) / max(out_f - np.float32(1), np.float32(1)))
+    else:
+        half = np.float32(0.5)
+        source = np.maximum((positions + half) * (in_f / out_f) - half, np.float32(0))
+    lower = np.minimum(np.floor(source), in_f - np.float32(1))
+    upper = np.minimum(lower + np.float32(1), in_f - np.float32(1))
+    weight = source - lower
+    return lower.astype(np.int32), upper.astype(np.int32), weight
+
+
+def _same_static_size(in_size, out_size):
+    # Every mode maps output o to source o: the axis is left as it is (exactly).
+    return _is_static(in_size) and _is_static(out_size) and in_size == out_size
+
+
 def _interpolate_axis(x, in_size, out_size, axis, align_corners):
+    if _same_static_size(in_size, out_size):
+        return x
     lower, upper, weight = _axis_interpolation(in_size, out_size, align_corners)
     weight_shape = [1, 1, 1, 1]
     weight_shape[axis] = -1
-    weight = ops.cast(ops.reshape(weight, weight_shape), x.dtype)
+    reshape = np.reshape if isinstance(weight, np.ndarray) else ops.reshape
+    weight = ops.cast(reshape(weight, weight_shape), x.dtype)
     x_lower = ops.take(x, lower, axis=axis)
     x_upper = ops.take(x, upper, axis=axis)
     return x_lower + (x_upper - x_lower) * weight
@@ -56,6 +84,13 @@ def _interpolate_axis(x, in_size, out_size, axis, align_corners):
 
 def _interpolate_axis_nearest(x, in_size, out_size, axis):
     # PyTorch "nearest": src = floor(o * n / m).
+    if _same_static_size(in_size, out_size):
+        return x
+    if _is_static(in_size) and _is_static(out_size):
+        positions = np.arange(out_size, dtype=np.float32)
+        scale = np.float32(in_size) / np.float32(out_size)
+        index = np.minimum(np.floor(positions * scale), np.float32(in_size - 1))
+        return ops.take(x, index.astype(np.int32), axis=axis)
     positions = ops.cast(ops.arange(0, out_size, 1, dtype="int32"), "float32")
     scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
     index = ops.minimum(ops.floor(positions * scale), ops.cast(in_size, "float32") - 1.0)
