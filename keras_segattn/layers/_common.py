@@ -13,7 +13,7 @@ def static_size(x, axis):
     return int(static) if static is not None else ops.shape(x)[axis]
 
 
-def pointwise_conv(conv, x):
+def pointwise_conv(conv, x, add_bias=True):
     """``conv(x)`` for a built 1x1, stride-1, undilated ``keras.layers.Conv2D`` without
     activation, computed as a matmul over the channel axis: ``x @ kernel[0, 0] + bias``.
 
@@ -22,13 +22,14 @@ def pointwise_conv(conv, x):
     ``Conv2D`` through PyTorch's NCHW convolution and copies its input to channels-first and
     back to channels-last memory on each call (two copies of the input, 168 of
     EfficientAttention's 244 ms forward at 64x64x512 in the issue-15 profile); a matmul on the
-    channels-last tensor needs no copy, on every backend.
+    channels-last tensor needs no copy, on every backend. ``add_bias=False`` leaves the bias
+    out, for a layer that adds it later where it is cheaper (it must then add it itself).
     """
     dtype = conv.compute_dtype
     kernel = ops.cast(conv.kernel, dtype)
     # (B, H, W, C) @ (C, F) -> (B, H, W, F)
     y = ops.matmul(ops.cast(x, dtype), ops.reshape(kernel, (kernel.shape[-2], kernel.shape[-1])))
-    if conv.use_bias:
+    if conv.use_bias and add_bias:
         y = y + ops.cast(conv.bias, dtype)
     return y
 

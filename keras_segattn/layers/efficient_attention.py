@@ -23,7 +23,9 @@ class EfficientAttention(keras.layers.Layer):
 
         K^ = softmax(K, axis=positions)      (each key channel is a distribution over N)
         Q^ = softmax(Q, axis=head channels)  (per position)
-        G  = K^T V                           (dk/h x dv/h global context vectors)
+        G  = K^T V                           (dk/h x dv/h global context vectors; with
+                                              V = V0 + 1 b^T and columns of K^ summing
+                                              to 1 it is computed as K^T V0 + 1 b^T)
         O  = Q^ G                            (N x dv/h)
         y  = reprojection(concat_heads(O)) + x      (1x1 conv dv -> C with bias)
 
@@ -100,15 +102,20 @@ class EfficientAttention(keras.layers.Layer):
         head_keys = self.key_channels // heads
         head_values = self.value_channels // heads
 
-        def split_heads(projection, head_channels):
+        softmax = self.normalization == "softmax"
+
+        def split_heads(projection, head_channels, add_bias=True):
             # (B, H, W, h * d) -> (B, N, h, d); head i = channels [i*d, (i+1)*d).
-            x = ops.cast(pointwise_conv(projection, inputs), "float32")
+            x = ops.cast(pointwise_conv(projection, inputs, add_bias), "float32")
             return ops.reshape(x, (-1, height * width, heads, head_channels))
 
         key = split_heads(self.key_proj, head_keys)
         query = split_heads(self.query_proj, head_keys)
-        value = split_heads(self.value_proj, head_values)
-        if self.normalization == "softmax":
+        # With the softmax each key channel is a distribution over the N positions, so
+        # K^T (V + 1 b^T) = K^T V + 1 b^T: the value bias is added to the small dk x dv
+        # context instead of the N x dv values (the same maths, one pass over N x dv less).
+        value = split_heads(self.value_proj, head_values, add_bias=not softmax)
+        if softmax:
             key = ops.softmax(key, axis=1)  # over positions, per key channel
             query = ops.softmax(query, axis=-1)  # over the head's channels, per position
         else:
@@ -117,6 +124,9 @@ class EfficientAttention(keras.layers.Layer):
             query = query * scale
         # (B, N, h, dk) x (B, N, h, dv) -> (B, h, dk, dv)
         context = ops.einsum("bnhk,bnhv->bhkv", key, value)
+        if softmax:
+            bias = ops.cast(self.value_proj.bias, "float32")
+            context = context + ops.reshape(bias, (1, heads, 1, head_values))
         # (B, h, dk, dv) x (B, N, h, dk) -> (B, N, h, dv) -> (B, H, W, h * dv)
         attended = ops.einsum("bhkv,bnhk->bnhv", context, query)
         attended = ops.reshape(attended, (-1, height, width, self.value_channels))

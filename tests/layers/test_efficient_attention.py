@@ -22,7 +22,40 @@ def numpy_dot_product_attention(x, layer):
     return out.reshape(b, h, wd, c)
 
 
+def numpy_efficient_attention(x, layer):
+    """The reference's softmax path in float64, the value bias added to V (as upstream)."""
+    w = {name: [keras.ops.convert_to_numpy(v).astype("float64") for v in (conv.kernel, conv.bias)]
+         for name, conv in (("k", layer.key_proj), ("q", layer.query_proj),
+                            ("v", layer.value_proj), ("r", layer.reprojection))}
+    b, h, wd, c = x.shape
+    n = h * wd
+    flat = x.reshape(b, n, c).astype("float64")
+    q, k, v = (flat @ w[name][0][0, 0] + w[name][1] for name in ("q", "k", "v"))
+    heads = layer.num_heads
+    q, k, v = (t.reshape(b, n, heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v))
+    k = np.exp(k - k.max(axis=2, keepdims=True))
+    k = k / k.sum(axis=2, keepdims=True)  # over positions
+    q = np.exp(q - q.max(axis=3, keepdims=True))
+    q = q / q.sum(axis=3, keepdims=True)  # over the head's channels
+    out = q @ (k.transpose(0, 1, 3, 2) @ v)  # (B, heads, N, dv/h)
+    out = out.transpose(0, 2, 1, 3).reshape(b, n, -1)
+    out = out @ w["r"][0][0, 0] + w["r"][1] + flat
+    return out.reshape(b, h, wd, c)
+
+
 class TestEfficientAttention(TestCase):
+    @pytest.mark.parametrize("num_heads", [1, 2])
+    def test_softmax_path_with_large_value_bias(self, num_heads):
+        # The layer adds the value bias to the dk x dv context (K^T 1 = 1); the output is
+        # linear in that bias, so agreement at a large random bias also pins its gradient.
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(2, 7, 5, 6)).astype("float32")
+        layer = EfficientAttention(8, 4, num_heads=num_heads)
+        layer(x)
+        layer.value_proj.bias.assign(rng.normal(0, 5, size=(4,)).astype("float32"))
+        self.assertAllClose(layer(x), numpy_efficient_attention(x, layer), atol=1e-4, rtol=1e-4)
+
+
     def test_matches_cmsflash_golden(self, load_golden, check_golden):
         kwargs = load_golden("efficient_attention")[0]["constructor_kwargs"]
         layer = EfficientAttention(
