@@ -5,42 +5,41 @@ import pytest
 from keras_segattn.layers import EfficientAttention
 from keras_segattn.testing import TestCase
 
-def numpy_dot_product_attention(x, layer):
-    """Multi-head dot-product attention with 1/N normalisation: (Q K^T / N) V per head."""
+def _numpy_heads(x, layer):
+    """Float64 ``(flat input, q, k, v per head (B, heads, N, d), reprojection)`` of the layer."""
     w = {name: [keras.ops.convert_to_numpy(v).astype("float64") for v in (conv.kernel, conv.bias)]
          for name, conv in (("k", layer.key_proj), ("q", layer.query_proj),
                             ("v", layer.value_proj), ("r", layer.reprojection))}
     b, h, wd, c = x.shape
-    n = h * wd
-    flat = x.reshape(b, n, c).astype("float64")
+    flat = x.reshape(b, h * wd, c).astype("float64")
     q, k, v = (flat @ w[name][0][0, 0] + w[name][1] for name in ("q", "k", "v"))
-    heads = layer.num_heads
-    q, k, v = (t.reshape(b, n, heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v))
-    out = (q @ k.transpose(0, 1, 3, 2) / n) @ v  # (B, heads, N, dv/h)
-    out = out.transpose(0, 2, 1, 3).reshape(b, n, -1)
-    out = out @ w["r"][0][0, 0] + w["r"][1] + flat
-    return out.reshape(b, h, wd, c)
+    q, k, v = (t.reshape(b, h * wd, layer.num_heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v))
+    return flat, q, k, v, w["r"]
+
+
+def _numpy_output(x, flat, attended, reprojection):
+    """Heads ``(B, heads, N, dv/h)`` -> reprojection + residual, ``(B, H, W, C)``."""
+    b, heads, n, _ = attended.shape
+    out = attended.transpose(0, 2, 1, 3).reshape(b, n, -1)
+    out = out @ reprojection[0][0, 0] + reprojection[1] + flat
+    return out.reshape(x.shape)
+
+
+def numpy_dot_product_attention(x, layer):
+    """Multi-head dot-product attention with 1/N normalisation: (Q K^T / N) V per head."""
+    flat, q, k, v, reprojection = _numpy_heads(x, layer)
+    n = flat.shape[1]
+    return _numpy_output(x, flat, (q @ k.transpose(0, 1, 3, 2) / n) @ v, reprojection)
 
 
 def numpy_efficient_attention(x, layer):
     """The reference's softmax path in float64, the value bias added to V (as upstream)."""
-    w = {name: [keras.ops.convert_to_numpy(v).astype("float64") for v in (conv.kernel, conv.bias)]
-         for name, conv in (("k", layer.key_proj), ("q", layer.query_proj),
-                            ("v", layer.value_proj), ("r", layer.reprojection))}
-    b, h, wd, c = x.shape
-    n = h * wd
-    flat = x.reshape(b, n, c).astype("float64")
-    q, k, v = (flat @ w[name][0][0, 0] + w[name][1] for name in ("q", "k", "v"))
-    heads = layer.num_heads
-    q, k, v = (t.reshape(b, n, heads, -1).transpose(0, 2, 1, 3) for t in (q, k, v))
+    flat, q, k, v, reprojection = _numpy_heads(x, layer)
     k = np.exp(k - k.max(axis=2, keepdims=True))
     k = k / k.sum(axis=2, keepdims=True)  # over positions
     q = np.exp(q - q.max(axis=3, keepdims=True))
     q = q / q.sum(axis=3, keepdims=True)  # over the head's channels
-    out = q @ (k.transpose(0, 1, 3, 2) @ v)  # (B, heads, N, dv/h)
-    out = out.transpose(0, 2, 1, 3).reshape(b, n, -1)
-    out = out @ w["r"][0][0, 0] + w["r"][1] + flat
-    return out.reshape(b, h, wd, c)
+    return _numpy_output(x, flat, q @ (k.transpose(0, 1, 3, 2) @ v), reprojection)
 
 
 class TestEfficientAttention(TestCase):
