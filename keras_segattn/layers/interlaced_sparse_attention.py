@@ -133,10 +133,10 @@ class ISASelfAttention(keras.layers.Layer):
         # The scale goes on the energies, as upstream: a group's N x N energies are smaller
         # than its N x d query at the usual sizes (N = 64 short-range, ~100-500 long-range,
         # d = 256), and a scaled query would be one more N x d tensor kept for the backward.
-        energies = ops.matmul(query, ops.transpose(key, (0, 2, 1)))
+        scale = self.key_channels ** -0.5
         attention = ops.cast(
-            ops.softmax(energies * (self.key_channels ** -0.5), axis=-1), value.dtype)
-        del energies
+            ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))) * scale, axis=-1),
+            value.dtype)
         # (B, N, N) @ (B, N, C_v) -> (B, N, C_v) -> (B, h, w, C_v)
         context = ops.reshape(ops.matmul(attention, value), (-1, height, width, self.value_channels))
         # Eager inference frees the projections and the attention before the output conv

@@ -29,39 +29,32 @@ def _is_static(value):
     return isinstance(value, int)
 
 
+def _axis_grid(in_size, out_size):
+    """``(xp, number, in_f, out_f, positions)``: the float32 sizes and output positions of
+    one axis, and the module and scalar type to compute with. Both sizes Python ints: NumPy
+    float32 (constants for the compiled backends; on eager ones a few conversions instead of
+    ~15 small ops per axis and call); otherwise ``keras.ops`` on scalar tensors. The maths
+    below is written once for both: the same float32 arithmetic."""
+    if _is_static(in_size) and _is_static(out_size):
+        return (np, np.float32, np.float32(in_size), np.float32(out_size),
+                np.arange(out_size, dtype=np.float32))
+    return (ops, float, ops.cast(in_size, "float32"), ops.cast(out_size, "float32"),
+            ops.cast(ops.arange(0, out_size, 1, dtype="int32"), "float32"))
+
+
 def _axis_interpolation(in_size, out_size, align_corners):
     """Source indices (int32) and blend weights (float32) for one axis."""
-    if _is_static(in_size) and _is_static(out_size):
-        return _static_axis_interpolation(in_size, out_size, align_corners)
-    in_f = ops.cast(in_size, "float32")
-    out_f = ops.cast(out_size, "float32")
-    positions = ops.cast(ops.arange(0, out_size, 1, dtype="int32"), "float32")
+    xp, number, in_f, out_f, positions = _axis_grid(in_size, out_size)
+    one = number(1)
     if align_corners:
-        scale = (in_f - 1.0) / ops.maximum(out_f - 1.0, 1.0)
-        source = positions * scale
+        source = positions * ((in_f - one) / xp.maximum(out_f - one, one))
     else:
-        source = ops.maximum((positions + 0.5) * (in_f / out_f) - 0.5, 0.0)
-    lower = ops.minimum(ops.floor(source), in_f - 1.0)
-    upper = ops.minimum(lower + 1.0, in_f - 1.0)
+        half = number(0.5)
+        source = xp.maximum((positions + half) * (in_f / out_f) - half, number(0))
+    lower = xp.minimum(xp.floor(source), in_f - one)
+    upper = xp.minimum(lower + one, in_f - one)
     weight = source - lower
     return ops.cast(lower, "int32"), ops.cast(upper, "int32"), weight
-
-
-def _static_axis_interpolation(in_size, out_size, align_corners):
-    """The same float32 arithmetic in NumPy when both sizes are Python ints: constants for
-    the compiled backends, and on eager ones a few conversions instead of ~15 small ops per
-    axis and call."""
-    in_f, out_f = np.float32(in_size), np.float32(out_size)
-    positions = np.arange(out_size, dtype=np.float32)
-    if align_corners:
-        source = positions * ((in_f - np.float32(1)) / max(out_f - np.float32(1), np.float32(1)))
-    else:
-        half = np.float32(0.5)
-        source = np.maximum((positions + half) * (in_f / out_f) - half, np.float32(0))
-    lower = np.minimum(np.floor(source), in_f - np.float32(1))
-    upper = np.minimum(lower + np.float32(1), in_f - np.float32(1))
-    weight = source - lower
-    return lower.astype(np.int32), upper.astype(np.int32), weight
 
 
 def _same_static_size(in_size, out_size):
@@ -75,8 +68,7 @@ def _interpolate_axis(x, in_size, out_size, axis, align_corners):
     lower, upper, weight = _axis_interpolation(in_size, out_size, align_corners)
     weight_shape = [1, 1, 1, 1]
     weight_shape[axis] = -1
-    reshape = np.reshape if isinstance(weight, np.ndarray) else ops.reshape
-    weight = ops.cast(reshape(weight, weight_shape), x.dtype)
+    weight = ops.cast(ops.reshape(weight, weight_shape), x.dtype)
     x_lower = ops.take(x, lower, axis=axis)
     x_upper = ops.take(x, upper, axis=axis)
     return x_lower + (x_upper - x_lower) * weight
@@ -86,14 +78,8 @@ def _interpolate_axis_nearest(x, in_size, out_size, axis):
     # PyTorch "nearest": src = floor(o * n / m).
     if _same_static_size(in_size, out_size):
         return x
-    if _is_static(in_size) and _is_static(out_size):
-        positions = np.arange(out_size, dtype=np.float32)
-        scale = np.float32(in_size) / np.float32(out_size)
-        index = np.minimum(np.floor(positions * scale), np.float32(in_size - 1))
-        return ops.take(x, index.astype(np.int32), axis=axis)
-    positions = ops.cast(ops.arange(0, out_size, 1, dtype="int32"), "float32")
-    scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
-    index = ops.minimum(ops.floor(positions * scale), ops.cast(in_size, "float32") - 1.0)
+    xp, number, in_f, out_f, positions = _axis_grid(in_size, out_size)
+    index = xp.minimum(xp.floor(positions * (in_f / out_f)), in_f - number(1))
     return ops.take(x, ops.cast(index, "int32"), axis=axis)
 
 
