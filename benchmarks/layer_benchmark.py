@@ -19,10 +19,16 @@ Measured per layer, size and engine (batch 1, float32, ``--channels`` channels, 
   forward + backward (``training=True``; gradients of ``sum(y * dy)`` w.r.t. every trainable
   weight and the input), eager and compiled (TensorFlow ``tf.function(jit_compile=True)``,
   JAX ``jax.jit``, torch ``torch.compile``); median of ``--repeat`` after ``--warmup``;
-* peak memory of a call: peak RSS of the worker during the call minus its RSS just before
-  (``/proc/self/clear_refs`` resets the peak; freed memory is returned with
-  ``malloc_trim`` first), for the first call of a freshly built layer at that size
-  ("first") and for a later call ("steady").
+* peak memory of a call, for the first call of a freshly built layer at that size ("first")
+  and for a later call ("steady"): the peak of the bytes held in live tensors during the call
+  minus those held before it, where the engine's allocator can say (TensorFlow: its CPU
+  allocator's statistics; PyTorch, ours and official alike: the allocation and free events
+  of ``torch.profiler(profile_memory=True)``); on JAX, whose CPU client keeps no statistics,
+  the peak RSS of the worker during the call minus its RSS just before
+  (``/proc/self/clear_refs`` resets the peak; freed memory is returned with ``malloc_trim``
+  first). The RSS peak is recorded for PyTorch too (``first_rss`` / ``steady_rss``): it
+  adds glibc's heap behaviour (freed 18 MiB blocks kept or returned, depending on what the
+  process freed before), which moves it by tens of MiB between identical calls.
 
 Writes ``layers.json`` (every measurement), ``layers.md`` (tables) and ``layers_time.png`` /
 ``layers_memory.png`` (log-log against the number of positions) to ``--out``
@@ -142,6 +148,7 @@ CASES = {
 # Memory and load probes (Linux /proc)
 # ---------------------------------------------------------------------------------------------
 _TF_MEMORY = False  # set in the TensorFlow worker
+_TORCH_MEMORY = False  # set in the PyTorch workers (ours and official)
 try:
     _LIBC = ctypes.CDLL("libc.so.6")
 except OSError:  # not glibc: no trimming
@@ -161,11 +168,13 @@ def _release_memory():
 
 
 def measure_peak(fn):
-    """``(result, seconds, cpu_seconds, peak_bytes)``: the peak RSS above the RSS before.
+    """``(result, seconds, cpu_seconds, peak_bytes, peak_rss_bytes)`` of one call of ``fn``.
 
-    TensorFlow keeps freed tensor memory in its CPU allocator (BFC), so after its first call
-    the RSS no longer moves; on TensorFlow the peak is its allocator's (``get_memory_info``),
-    the bytes of live tensors, which is what the RSS measures on the other engines.
+    ``peak_bytes``: the peak of the bytes in live tensors during the call above those live
+    before it, from the engine's allocator (TensorFlow's BFC statistics; PyTorch's allocation
+    events); on JAX, the peak RSS above the RSS before. ``peak_rss_bytes``: the RSS peak
+    (``None`` on TensorFlow, whose allocator keeps freed memory: after its first call the RSS
+    no longer moves).
     """
     _release_memory()
     if _TF_MEMORY:
@@ -175,7 +184,7 @@ def measure_peak(fn):
         current = tf.config.experimental.get_memory_info("CPU:0")["current"]
         result, seconds, cpu = timed(fn)
         peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
-        return result, seconds, cpu, max(0, peak - current)
+        return result, seconds, cpu, max(0, peak - current), None
     before = _status_kib("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -183,9 +192,29 @@ def measure_peak(fn):
         resettable = True
     except OSError:
         resettable = False
-    result, seconds, cpu = timed(fn)
-    peak = _status_kib("VmHWM") if resettable else None
-    return result, seconds, cpu, (max(0, peak - before) * 1024 if peak is not None else None)
+    if _TORCH_MEMORY:
+        (result, seconds, cpu), peak = _torch_allocation_peak(fn)
+    else:
+        result, seconds, cpu = timed(fn)
+    rss = _status_kib("VmHWM") if resettable else None
+    rss = max(0, rss - before) * 1024 if rss is not None else None
+    return result, seconds, cpu, (peak if _TORCH_MEMORY else rss), rss
+
+
+def _torch_allocation_peak(fn):
+    """``(timed(fn), peak)``: the highest running sum of PyTorch's CPU allocation (+) and free
+    (-) events during the call, i.e. the peak of live tensor bytes above those live before."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        measured = timed(fn)
+    events = sorted((e.start_ns(), e.nbytes()) for e in profiler.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return measured, peak
 
 
 def _cpu_seconds():
@@ -406,9 +435,10 @@ def worker_main(engine):
     """Serve commands from the coordinator until stdin closes."""
     out = sys.stdout
     sys.stdout = sys.stderr  # library chatter must not corrupt the protocol
-    global _TF_MEMORY
+    global _TF_MEMORY, _TORCH_MEMORY
     runner = OfficialRunner() if engine == "official" else KerasRunner(engine)
     _TF_MEMORY = engine == "tensorflow"
+    _TORCH_MEMORY = engine in ("torch", "official")
     if engine == "torch" or engine == "official":
         import torch
 
@@ -442,11 +472,11 @@ def handle(runner, command):
     if op == "call":
         fn = runner.functions[command["mode"]]
         if command.get("memory"):
-            y, seconds, cpu, peak = measure_peak(fn)
+            y, seconds, cpu, peak, rss = measure_peak(fn)
         else:
             y, seconds, cpu = timed(fn)
-            peak = None
-        reply = {"seconds": seconds, "cpu": cpu, "peak": peak}
+            peak = rss = None
+        reply = {"seconds": seconds, "cpu": cpu, "peak": peak, "rss": rss}
         if command.get("save"):
             np.save(command["save"], runner.output(y))
         del y
@@ -554,7 +584,7 @@ def run_case(case, size, args, workers, workdir, load):
                 "case": case, "title": spec["title"], "size": size, "channels": args.channels,
                 "positions": size * size, "flops": spec["flops"](size * size, args.channels),
                 "engine": engine, "mode": mode, "times": [], "cpu": [], "first_peak": None,
-                "steady_peak": None, "first_seconds": None, "error": reply.get("error"),
+                "steady_peak": None, "first_rss": None, "steady_rss": None, "first_seconds": None, "error": reply.get("error"),
             }
     # First calls (the build/trace/compile cost and its memory), each engine in turn; the
     # inference modes first (a training call updates the BN moving statistics).
@@ -567,6 +597,7 @@ def run_case(case, size, args, workers, workdir, load):
             record["error"] = reply["error"]
             continue
         record["first_seconds"], record["first_peak"] = reply["seconds"], reply["peak"]
+        record["first_rss"] = reply["rss"]
         record["output"] = save
     # Warm-up, then interleaved timed rounds: every (mode, engine) once per round.
     order = [key for key, record in records.items() if not record["error"]]
@@ -587,6 +618,7 @@ def run_case(case, size, args, workers, workdir, load):
         if not record["error"]:
             reply = workers[key[0]].ask(op="call", mode=key[1], memory=True)
             record["steady_peak"] = reply.get("peak")
+            record["steady_rss"] = reply.get("rss")
     for engine in active:
         workers[engine].ask(op="release")
     # Parity: every output against the official one (or the first Keras engine's), inference
@@ -704,18 +736,16 @@ def markdown(results):
                              + " | ".join(_ms(r) if r else "" for r in recs)
                              + f" | {rate} | {first} |")
     lines += ["", "## Peak memory of a call (MiB): first call / steady state", "",
-              "Peak RSS during the call minus the RSS before it (TensorFlow: its CPU allocator's "
-              "peak minus the bytes in use before, since it keeps freed memory).", "",
-              "| layer | size | engine | fwd | fwd+bwd | fwd jit | fwd+bwd jit |", "|---|---|---|---|---|---|---|"]
-    for case in cases:
-        for size in sizes:
-            for e in ENGINES:
-                recs = [table.get((case, size, e, m)) for m in MODES]
-                if not any(recs):
-                    continue
-                cells = [f"{_mib(r['first_peak'])} / {_mib(r['steady_peak'])}" if r else ""
-                         for r in recs]
-                lines.append(f"| {records_title(records, case)} | {size} | {e} | " + " | ".join(cells) + " |")
+              "Peak of the bytes in live tensors during the call minus those live before it, "
+              "from the allocator (TensorFlow: its CPU allocator's statistics; official and "
+              "torch: PyTorch's allocation events); JAX (no allocator statistics on CPU): peak "
+              "RSS during the call minus the RSS before it.", ""]
+    lines += _memory_table(cases, sizes, table, records, "peak")
+    if any(r.get("first_rss") is not None for r in records if r["engine"] in ("official", "torch")):
+        lines += ["", "## Peak RSS of a call, PyTorch engines (MiB): first call / steady state", "",
+                  "The same calls' peak RSS minus the RSS before them: the tensors above plus "
+                  "glibc's heap behaviour (freed blocks kept or returned).", ""]
+        lines += _memory_table(cases, sizes, table, records, "rss", engines=("official", "torch"))
     errors = [r for r in records if r.get("error")]
     if errors:
         lines += ["", "## Failed measurements", ""]
@@ -725,6 +755,21 @@ def markdown(results):
         lines += ["", f"Parity: every output within a max relative difference of {max(parity):.1e} "
                       "of the official module's (or, without one, of the first backend's)."]
     return "\n".join(lines) + "\n"
+
+
+def _memory_table(cases, sizes, table, records, kind, engines=ENGINES):
+    lines = ["| layer | size | engine | " + " | ".join(MODES) + " |", "|---|---|---|---|---|---|---|"]
+    for case in cases:
+        for size in sizes:
+            for e in engines:
+                recs = [table.get((case, size, e, m)) for m in MODES]
+                if not any(recs):
+                    continue
+                cells = [f"{_mib(r[f'first_{kind}'])} / {_mib(r[f'steady_{kind}'])}" if r else ""
+                         for r in recs]
+                lines.append(f"| {records_title(records, case)} | {size} | {e} | "
+                             + " | ".join(cells) + " |")
+    return lines
 
 
 def records_title(records, case):

@@ -38,8 +38,35 @@ def test_layer_benchmark_dry_run(tmp_path):
     # Same weights, same outputs: ours against the official module's forward.
     compared = [r for r in ours if r.get("max_rel_diff") is not None]
     assert compared and max(r["max_rel_diff"] for r in compared) < 1e-4
+    # Peak memory from the allocators (the official module's and TensorFlow's/torch's: the
+    # bytes of live tensors), first and steady calls.
+    for r in records:
+        if r["engine"] in ("official", "tensorflow", "torch"):
+            assert r["first_peak"] > 0 and r["steady_peak"] > 0, r
     assert "PositionAttention" in (tmp_path / "layers.md").read_text()
     assert (tmp_path / "layers_time.png").stat().st_size > 0
+
+
+def test_torch_allocation_peak_is_the_peak_of_live_tensor_bytes():
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import layer_benchmark
+    finally:
+        sys.path.pop(0)
+    before = torch.zeros(256, 1024)  # live before the call: not counted
+
+    def call():
+        kept = torch.ones(1024, 1024)  # 4 MiB, returned
+        temporary = torch.ones(2048, 1024)  # 8 MiB, freed inside
+        temporary.add_(before.sum())  # in place: no third tensor
+        del temporary
+        return kept
+
+    (result, seconds, _), peak = layer_benchmark._torch_allocation_peak(call)
+    assert result.shape == (1024, 1024) and seconds > 0
+    # 4 + 8 MiB live at once; the scalar sum adds a few bytes.
+    assert 12 * 2**20 <= peak < 12 * 2**20 + 4096
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="the FLOP count runs in a JAX worker whatever "

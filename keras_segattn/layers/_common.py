@@ -95,16 +95,16 @@ class QueryKeyValueAttention(keras.layers.Layer):
         """``(query, key, value)`` flattened to ``(B, N, C')``, ``(B, N, C')``, ``(B, N, C)``;
         ``N = H*W`` in PyTorch's row-major order. Query and key in float32 (they make the
         energies), the value in ``value_dtype``."""
+        return (self.flat_projection(self.query_conv, inputs),
+                self.flat_projection(self.key_conv, inputs),
+                self.flat_projection(self.value_conv, inputs, value_dtype))
+
+    @staticmethod
+    def flat_projection(projection, inputs, dtype="float32"):
+        """One 1x1 projection of ``inputs`` flattened: ``(B, H, W, C)`` -> ``(B, N, C')``."""
         shape = ops.shape(inputs)
-        num_positions = shape[1] * shape[2]
-
-        def flat(projection, dtype="float32"):
-            # (B, H, W, C') -> (B, N, C')
-            x = ops.cast(pointwise_conv(projection, inputs), dtype)
-            return ops.reshape(x, (-1, num_positions, projection.filters))
-
-        return (flat(self.query_conv), flat(self.key_conv),
-                flat(self.value_conv, value_dtype))
+        y = ops.cast(pointwise_conv(projection, inputs), dtype)
+        return ops.reshape(y, (-1, shape[1] * shape[2], projection.filters))
 
     def reference_weight_mapping(self):
         """Reference state-dict keys (``query_conv.*``, ``key_conv.*``, ``value_conv.*``,

@@ -53,11 +53,15 @@ class PositionAttention(QueryKeyValueAttention):
     def call(self, inputs, return_attention_scores=False):
         shape = ops.shape(inputs)
         height, width, channels = shape[1], shape[2], shape[3]
-        # (B, N, C'), (B, N, C') in float32, (B, N, C) in the compute dtype; N = H*W row-major.
-        query, key, value = self.flat_projections(inputs, value_dtype=self.compute_dtype)
+        # (B, N, C'), (B, N, C') in float32; N = H*W row-major.
+        query = self.flat_projection(self.query_conv, inputs)
+        key = self.flat_projection(self.key_conv, inputs)
         # (B, N, C') @ (B, C', N) -> (B, N, N); one expression, so that in eager mode the
         # N x N energies are freed once soft-maxed (not held until the call returns)
         attention = ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))), axis=-1)
+        # (B, N, C) in the compute dtype, projected after the soft-max (as the reference
+        # does): at the eager peak (energies and attention, 2 N^2 floats) it does not exist yet.
+        value = self.flat_projection(self.value_conv, inputs, self.compute_dtype)
         # (B, N, N) @ (B, N, C) -> (B, N, C) -> (B, H, W, C), in the compute dtype: each row
         # of A holds convex weights, so under mixed precision the largest product (N^2 C
         # multiply-adds, 8x the energies') runs in float16/bfloat16 without overflow.

@@ -11,6 +11,8 @@ shape, saving and mixed-precision coverage for a few lines of test code:
   outputs of the expected dtype.
 * ``run_model_saving_test``: ``.keras`` round-trip of a model, same class, same outputs.
 * ``assert_allclose``: NumPy comparison that accepts TF, JAX and torch tensors.
+* ``values_and_input_gradient``: ``fn(x)`` and the gradient of a fixed weighted sum of it
+  with respect to ``x``, with the current backend's own autodiff.
 """
 
 import json
@@ -52,6 +54,41 @@ def assert_allclose(actual, desired, atol=1e-6, rtol=1e-6, err_msg=""):
         rtol=rtol,
         err_msg=err_msg,
     )
+
+
+def values_and_input_gradient(fn, x):
+    """``(fn(x), d sum(fn(x) * w) / dx)`` with a fixed ``w`` (standard normal, seed 5, shaped
+    like ``fn(x)``), differentiated by the current backend (``tf.GradientTape``,
+    ``jax.value_and_grad``, torch autograd). ``x``: a float32 NumPy array."""
+    backend = keras.backend.backend()
+
+    def weights_like(y):
+        return np.random.default_rng(5).normal(size=tuple(y.shape)).astype("float32")
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * weights_like(y))
+        return y, tape.gradient(loss, x)
+    if backend == "jax":
+        import jax
+
+        def loss(x):
+            y = fn(x)
+            return (y.astype("float32") * weights_like(y)).sum(), y
+
+        (_, y), grad = jax.value_and_grad(loss, has_aux=True)(x)
+        return y, grad
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    y = fn(x)
+    (y.float() * torch.from_numpy(weights_like(y))).sum().backward()
+    return y.detach(), x.grad
 
 
 def _as_list(value):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.layers import ConvBNAct, apply_batch_norm, set_synchronized_batch_norm
-from keras_segattn.testing import TestCase
+from keras_segattn.testing import TestCase, values_and_input_gradient
 
 BACKEND = keras.backend.backend()
 
@@ -23,39 +23,6 @@ def twin_norms(channels, dtype="float32"):
         norm.set_weights([w.astype("float32") for w in weights])
         norms.append(norm)
     return norms
-
-
-def values_and_input_gradient(fn, x):
-    """``(fn(x), d sum(fn(x) * w) / dx)`` with a fixed ``w`` (shaped like ``fn(x)``), on the
-    current backend."""
-
-    def weights_like(y):
-        return np.random.default_rng(5).normal(size=tuple(y.shape)).astype("float32")
-
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = fn(x)
-            loss = tf.reduce_sum(tf.cast(y, "float32") * weights_like(y))
-        return y, tape.gradient(loss, x)
-    if BACKEND == "jax":
-        import jax
-
-        def loss(x):
-            y = fn(x)
-            return (y.astype("float32") * weights_like(y)).sum(), y
-
-        (_, y), grad = jax.value_and_grad(loss, has_aux=True)(x)
-        return y, grad
-    import torch
-
-    x = torch.tensor(x, requires_grad=True)
-    y = fn(x)
-    (y.float() * torch.from_numpy(weights_like(y))).sum().backward()
-    return y.detach(), x.grad
 
 
 class TestApplyBatchNorm(TestCase):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.layers import ChannelAttention
-from keras_segattn.testing import TestCase
+from keras_segattn.testing import TestCase, values_and_input_gradient
 
 def numpy_cam(x, gamma):
     """Independent float64 CAM: softmax(-X X^T) over channels."""
@@ -34,6 +34,28 @@ class TestChannelAttention(TestCase):
         assert tuple(att.shape) == (2, 6, 6)
         self.assertAllClose(att, expected_att, atol=1e-6, rtol=1e-4)
         self.assertAllClose(out, expected, atol=1e-5, rtol=1e-4)
+
+    def test_input_gradient_equals_finite_differences_of_the_reference(self):
+        # The layer differentiates E = X X^T through one operand (dL/dE = G + G^T): the
+        # gradient must still be that of the formula. Reference: central differences of the
+        # float64 NumPy CAM along random directions, against <dL/dx, direction>.
+        rng = np.random.default_rng(6)
+        x = (0.5 * rng.normal(size=(2, 5, 4, 6))).astype("float32")
+        layer = ChannelAttention()
+        layer(x)
+        layer.gamma.assign(np.array([0.8], "float32"))
+        y, grad = values_and_input_gradient(layer, x)
+        w = np.random.default_rng(5).normal(size=x.shape)  # the helper's output weights
+
+        def loss(v):
+            return float(np.sum(numpy_cam(v, 0.8)[0] * w))
+
+        grad = np.asarray(keras.ops.convert_to_numpy(grad), "float64")
+        for seed in range(3):
+            direction = np.random.default_rng(10 + seed).normal(size=x.shape)
+            step = 1e-4
+            numeric = (loss(x + step * direction) - loss(x - step * direction)) / (2 * step)
+            np.testing.assert_allclose(np.sum(grad * direction), numeric, rtol=1e-4)
 
     def test_scores_in_functional_model(self):
         x = np.random.default_rng(2).normal(size=(2, 7, 5, 6)).astype("float32")
