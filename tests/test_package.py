@@ -9,8 +9,8 @@ import pytest
 import keras_segattn
 from keras_segattn import convert
 from keras_segattn.layers import ConvBNAct, Resize
-from keras_segattn.layers.resize import resize
-from keras_segattn.testing import TestCase
+from keras_segattn.layers.resize import resize, separable_bilinear
+from keras_segattn.testing import TestCase, values_and_input_gradient
 
 
 def test_version():
@@ -72,6 +72,26 @@ class TestResize(TestCase):
                     torch.tensor(x).permute(0, 3, 1, 2), size=size, mode="nearest"
                 ).permute(0, 2, 3, 1).numpy()
                 self.assertAllClose(static, expected, atol=0, rtol=0)
+
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_backend_path_equals_the_portable_path(self, align_corners):
+        """On torch ``resize`` calls ``F.interpolate``; the portable ``keras.ops`` path (which
+        TF and JAX take and ``test_matches_torch_interpolate`` checks there) gives the same
+        values and input gradient on every backend."""
+        x = np.random.default_rng(3).normal(size=(2, 5, 7, 3)).astype("float32")
+        for size in [(11, 9), (3, 2), (5, 7), (16, 21)]:
+            y, dx = values_and_input_gradient(lambda t: resize(t, size, "bilinear", align_corners), x)
+            y_ref, dx_ref = values_and_input_gradient(
+                lambda t: separable_bilinear(t, (5, 7), size, align_corners), x)
+            self.assertAllClose(y, y_ref, atol=1e-5, rtol=1e-5)
+            self.assertAllClose(dx, dx_ref, atol=1e-4, rtol=1e-5)
+
+    @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+    def test_half_precision_keeps_its_dtype(self, dtype):
+        x = np.random.default_rng(4).normal(size=(1, 4, 6, 2)).astype("float32")
+        y = resize(keras.ops.cast(x, dtype), (8, 12))
+        assert keras.backend.standardize_dtype(y.dtype) == dtype
+        self.assertAllClose(keras.ops.cast(y, "float32"), resize(x, (8, 12)), atol=3e-2, rtol=3e-2)
 
     def test_scale_factor_size(self):
         x = np.ones((1, 9, 6, 2), "float32")

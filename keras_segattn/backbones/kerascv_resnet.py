@@ -43,6 +43,7 @@ from keras_segattn.backbones import pyramid, weights
 from keras_segattn.backbones.dilation import (
     dilation_plan, validate_multi_grid, validate_output_stride,
 )
+from keras_segattn.layers.batch_norm import BatchNormalization
 
 BN_AXIS = 3
 BN_EPSILON = 1.001e-5  # KerasCV / keras.applications value
@@ -53,7 +54,7 @@ BN_EPSILON = 1.001e-5  # KerasCV / keras.applications value
 # strides/dilations from the plan.
 # ---------------------------------------------------------------------------------------------
 def _bn(name, dtype):
-    return keras.layers.BatchNormalization(axis=BN_AXIS, epsilon=BN_EPSILON, dtype=dtype,
+    return BatchNormalization(axis=BN_AXIS, epsilon=BN_EPSILON, dtype=dtype,
                                            name=name)
 
 

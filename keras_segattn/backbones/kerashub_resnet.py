@@ -46,6 +46,7 @@ from keras_segattn.backbones import pyramid, weights
 from keras_segattn.backbones.dilation import (
     block_rates, validate_multi_grid, validate_output_stride,
 )
+from keras_segattn.layers.batch_norm import BatchNormalization
 
 BLOCK_TYPES = ("basic_block", "bottleneck_block", "basic_block_vd", "bottleneck_block_vd")
 BN_EPSILON = 1e-5  # KerasHub / PyTorch
@@ -53,7 +54,7 @@ BN_MOMENTUM = 0.9  # Keras meaning; PyTorch momentum 0.1
 
 
 def _bn(name, dtype):
-    return keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+    return BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                            dtype=dtype, name=name)
 
 

@@ -42,13 +42,14 @@ from keras_segattn.backbones import pyramid
 from keras_segattn.backbones.dilation import (
     block_rates, validate_multi_grid, validate_output_stride,
 )
+from keras_segattn.layers.batch_norm import BatchNormalization
 
 BN_EPSILON = 1e-5  # PyTorch BatchNorm2d
 BN_MOMENTUM = 0.9  # Keras meaning; PyTorch momentum 0.1
 
 
 def _bn(name, dtype):
-    return keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+    return BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                            dtype=dtype, name=name)
 
 

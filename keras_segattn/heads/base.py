@@ -35,6 +35,7 @@ import keras
 
 from keras_segattn.common import MAIN_OUTPUT, check_activation, check_num_classes
 from keras_segattn.layers._checks import rank4_channels
+from keras_segattn.layers._common import pointwise_conv
 
 LEVELS = ("P2", "P3", "P4", "P5")
 
@@ -48,10 +49,13 @@ def make_classifier(num_classes, dropout, name, dtype="float32"):
 
 
 def apply_classifier(drop, conv, x, training=None):
-    """``conv(Dropout2d(x))`` (no dropout when ``drop`` is ``None``)."""
+    """``conv(Dropout2d(x))`` (no dropout when ``drop`` is ``None``).
+
+    A built ``conv`` runs as ``layers.pointwise_conv`` (a matmul over the channels: the same
+    variables and result without Keras' channels-first copies on torch)."""
     if drop is not None:
         x = drop(x, training=training)
-    return conv(x)
+    return pointwise_conv(conv, x) if conv.built else conv(x)
 
 
 def check_rank4(owner, input_shape):

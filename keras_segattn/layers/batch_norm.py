@@ -1,4 +1,5 @@
-"""``apply_batch_norm``: a ``keras.layers.BatchNormalization`` applied with a PyTorch fast path.
+"""``apply_batch_norm``: a ``keras.layers.BatchNormalization`` applied with a PyTorch fast path;
+``BatchNormalization``: the Keras layer whose ``call`` takes that path.
 
 Backend adapter (PyTorch only), on purpose. On the torch backend, Keras computes
 ``BatchNormalization`` as a chain of elementwise ops (mean, ``E[x^2]``, subtract, multiply,
@@ -33,11 +34,51 @@ def apply_batch_norm(norm, x, training=None):
 
     Returns the layer's output: same values (up to float rounding), same variable updates.
     """
-    if keras.backend.backend() != "torch" or norm.synchronized or norm.renorm or norm.axis not in (
-        -1, len(x.shape) - 1
-    ):
+    if not _torch_fast_path_applies(norm, x):
         return norm(x, training=training)
     return _torch_batch_norm(norm, x, bool(training) and norm.trainable)
+
+
+@keras.saving.register_keras_serializable(package="keras_segattn")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` computed by PyTorch's fused kernel on the torch backend.
+
+    The same layer (arguments, variables, ``get_config``, maths and variable updates) with
+    ``call`` routed through ``apply_batch_norm``'s fast path where it applies: the torch
+    backend, channels-last float input, no mask, not ``synchronized``, no ``renorm``.
+    Everywhere else it is Keras' layer unchanged. Our own backbone graphs (``resnet*_v1c``
+    and the KerasHub- and KerasCV-layout dilated ResNets) use it, so their 17
+    (``resnet_tiny``) to 104 (``resnet101``) normalisations run one kernel per call in each
+    direction instead of Keras' chain of elementwise operations and their autograd nodes
+    (default run's torch training step: 51-54 -> 48-49 ms, ``benchmarks/RESULTS.md``). The
+    class name is Keras', so weight files name its variables as they name Keras'
+    (``batch_normalization_N``), and Keras' weight files load into it and back.
+
+    Example:
+    >>> norm = BatchNormalization(epsilon=1e-5, momentum=0.9)
+    >>> x = keras.ops.reshape(keras.ops.arange(8, dtype="float32"), (2, 2, 1, 2))
+    >>> y = norm(x, training=True)  # batch statistics; moving ones updated as Keras does
+    >>> [round(float(v), 2) for v in keras.ops.convert_to_numpy(norm.moving_mean)]
+    [0.3, 0.4]
+    >>> round(float(keras.ops.max(keras.ops.abs(keras.ops.mean(y, axis=(0, 1, 2))))), 4)
+    0.0
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None or not _torch_fast_path_applies(self, inputs):
+            return super().call(inputs, training=training, mask=mask)
+        return _torch_batch_norm(self, inputs, bool(training) and self.trainable)
+
+
+def _torch_fast_path_applies(norm, x):
+    """Whether ``_torch_batch_norm`` computes ``norm(x)`` exactly as Keras does."""
+    return (
+        keras.backend.backend() == "torch"
+        and not norm.synchronized
+        and not norm.renorm
+        and norm.axis in (-1, len(x.shape) - 1)
+        and keras.backend.standardize_dtype(x.dtype) in ("float32", "float16", "bfloat16")
+    )
 
 
 def _torch_batch_norm(norm, x, use_batch_statistics):

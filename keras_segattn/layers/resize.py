@@ -98,8 +98,33 @@ def resize(images, size, interpolation="bilinear", align_corners=False):
     if interpolation == "nearest":
         x = _interpolate_axis_nearest(x, in_h, out_h, axis=1)
         return _interpolate_axis_nearest(x, in_w, out_w, axis=2)
-    x = _interpolate_axis(x, in_h, out_h, 1, align_corners)
-    return _interpolate_axis(x, in_w, out_w, 2, align_corners)
+    if keras.backend.backend() == "torch":
+        return _torch_interpolate(x, (out_h, out_w), align_corners)
+    return separable_bilinear(x, (in_h, in_w), (out_h, out_w), align_corners)
+
+
+def separable_bilinear(images, in_size, out_size, align_corners):
+    """The portable bilinear path (``keras.ops``; every backend but torch takes it):
+    interpolate along H, then along W."""
+    x = _interpolate_axis(images, in_size[0], out_size[0], 1, align_corners)
+    return _interpolate_axis(x, in_size[1], out_size[1], 2, align_corners)
+
+
+def _torch_interpolate(images, size, align_corners):
+    """Backend adapter (PyTorch only), on purpose: the maths above *is* PyTorch's
+    ``F.interpolate(mode="bilinear", align_corners=...)``, so on the torch backend we call it,
+    on the NCHW view of the NHWC tensor (channels-last memory: the kernel reads and writes it
+    without a copy). One kernel per call and one in the backward pass, where the gathers
+    above take ~10 small operations per axis and an ``index_add`` each in the backward pass.
+    Parity with the portable path: ``tests/layers/test_resize.py``."""
+    import torch
+
+    height, width = (int(keras.ops.convert_to_numpy(s)) if not _is_static(s) else s
+                     for s in size)
+    channels_first = keras.ops.convert_to_tensor(images).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(channels_first, size=(height, width),
+                                              mode="bilinear", align_corners=align_corners)
+    return resized.permute(0, 2, 3, 1)
 
 
 def _spatial_size(x):

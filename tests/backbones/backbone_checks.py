@@ -91,3 +91,14 @@ def assert_same_weights(a, b):
     for name in wa:
         for x, y in zip(wa[name], wb[name]):
             np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def assert_same_outputs(got, expected, err_msg=""):
+    """Our graph computes what KerasHub's does: bit for bit on TensorFlow and JAX; on torch up
+    to float rounding (our ``BatchNormalization`` runs PyTorch's fused kernel there, Keras' a
+    chain of elementwise ops)."""
+    got, expected = keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected)
+    if keras.backend.backend() == "torch":
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5, err_msg=err_msg)
+    else:
+        np.testing.assert_array_equal(got, expected, err_msg=err_msg)

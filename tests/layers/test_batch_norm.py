@@ -1,37 +1,56 @@
-"""apply_batch_norm (the PyTorch fused-kernel adapter) equals the Keras layer on every
-backend; set_synchronized_batch_norm reaches nested BatchNormalization layers."""
+"""apply_batch_norm (the PyTorch fused-kernel adapter) and our BatchNormalization subclass
+(the same adapter behind ``call``) equal the Keras layer on every backend;
+set_synchronized_batch_norm reaches nested BatchNormalization layers."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_segattn.layers import ConvBNAct, apply_batch_norm, set_synchronized_batch_norm
+from keras_segattn.layers import (
+    BatchNormalization, ConvBNAct, apply_batch_norm, set_synchronized_batch_norm,
+)
 from keras_segattn.testing import TestCase, values_and_input_gradient
 
 BACKEND = keras.backend.backend()
 
 
-def twin_norms(channels, dtype="float32"):
-    """Two identically initialised BN layers (random affine weights and moving stats)."""
+def twin_norms(channels, dtype="float32", first_class=keras.layers.BatchNormalization):
+    """Two identically initialised BN layers (random affine weights and moving stats): the
+    first of ``first_class``, the second Keras' own."""
     rng = np.random.default_rng(0)
     weights = [1 + 0.1 * rng.normal(size=channels), 0.1 * rng.normal(size=channels),
                0.1 * rng.normal(size=channels), 0.5 + rng.uniform(size=channels)]
     norms = []
-    for _ in range(2):
-        norm = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, dtype=dtype)
+    for norm_class in (first_class, keras.layers.BatchNormalization):
+        norm = norm_class(epsilon=1e-5, momentum=0.9, dtype=dtype)
         norm.build((None, None, None, channels))
         norm.set_weights([w.astype("float32") for w in weights])
         norms.append(norm)
     return norms
 
 
+def through_adapter(norm, x, training):
+    return apply_batch_norm(norm, x, training)
+
+
+def through_subclass(norm, x, training):
+    return norm(x, training=training)
+
+
+# (how ours is called, the class of ours)
+ROUTES = {"apply_batch_norm": (through_adapter, keras.layers.BatchNormalization),
+          "BatchNormalization": (through_subclass, BatchNormalization)}
+
+
 class TestApplyBatchNorm(TestCase):
+    @pytest.mark.parametrize("route", sorted(ROUTES))
     @pytest.mark.parametrize("training", [False, True])
     @pytest.mark.parametrize("shape", [(2, 5, 7, 6), (1, 1, 1, 6)])
-    def test_equals_the_layer(self, training, shape):
+    def test_equals_the_layer(self, route, training, shape):
         x = (2 + 3 * np.random.default_rng(1).normal(size=shape)).astype("float32")
-        ours, keras_norm = twin_norms(shape[-1])
-        y, dx = values_and_input_gradient(lambda t: apply_batch_norm(ours, t, training), x)
+        call, norm_class = ROUTES[route]
+        ours, keras_norm = twin_norms(shape[-1], first_class=norm_class)
+        y, dx = values_and_input_gradient(lambda t: call(ours, t, training), x)
         y_ref, dx_ref = values_and_input_gradient(lambda t: keras_norm(t, training=training), x)
         if training and shape[:-1] == (1, 1, 1):
             # One value per channel: x == mean, so the output is beta up to the float32
@@ -52,12 +71,14 @@ class TestApplyBatchNorm(TestCase):
                 expected = 0.9 * np.asarray(twin_norms(shape[-1])[0].moving_mean) + 0.1 * batch_mean
                 self.assertAllClose(ours.moving_mean, expected, atol=1e-5, rtol=1e-5)
 
+    @pytest.mark.parametrize("route", sorted(ROUTES))
     @pytest.mark.parametrize("training", [False, True])
-    def test_mixed_precision_returns_compute_dtype(self, training):
+    def test_mixed_precision_returns_compute_dtype(self, route, training):
         x = np.random.default_rng(2).normal(size=(2, 4, 4, 3)).astype("float32")
-        ours, keras_norm = twin_norms(3, dtype="mixed_bfloat16")
+        call, norm_class = ROUTES[route]
+        ours, keras_norm = twin_norms(3, dtype="mixed_bfloat16", first_class=norm_class)
         x16 = keras.ops.cast(x, "bfloat16")
-        y = apply_batch_norm(ours, x16, training)
+        y = call(ours, x16, training)
         assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
         self.assertAllClose(keras.ops.cast(y, "float32"),
                             keras.ops.cast(keras_norm(x16, training=training), "float32"),
@@ -129,3 +150,54 @@ def test_set_synchronized_batch_norm():
     assert set_synchronized_batch_norm(model) == []  # already synchronized
     assert len(set_synchronized_batch_norm(model, False)) == 2
     assert not any(n.synchronized for n in norms)
+
+
+def bn_graph(norm_class):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = norm_class(epsilon=1e-5, momentum=0.9, name="bn")(x)
+    return keras.Model(inputs, x)
+
+
+class TestBatchNormalizationSubclass(TestCase):
+    def test_keras_round_trip_and_weights_interchange_with_keras_class(self, tmp_path):
+        """Saved and loaded as our class; Keras' BN weight files load into it and back (the
+        class name, hence the h5 group names, is Keras')."""
+        ours, plain = bn_graph(BatchNormalization), bn_graph(keras.layers.BatchNormalization)
+        rng = np.random.default_rng(5)
+        plain.set_weights([rng.normal(size=w.shape).astype("float32") + (3 if i == 5 else 0)
+                           for i, w in enumerate(plain.get_weights())])  # variance > 0
+        weights_path = str(tmp_path / "plain.weights.h5")
+        plain.save_weights(weights_path)
+        ours.load_weights(weights_path)
+        x = rng.normal(size=(2, 6, 5, 3)).astype("float32")
+        self.assertAllClose(ours(x), plain(x), atol=1e-5)
+        assert ours.get_layer("bn").get_config() == plain.get_layer("bn").get_config()
+
+        path = str(tmp_path / "ours.keras")
+        ours.save(path)
+        restored = keras.saving.load_model(path)
+        assert type(restored.get_layer("bn")) is BatchNormalization
+        self.assertAllClose(restored(x), ours(x), atol=1e-6)
+        restored.save_weights(weights_path)
+        plain_again = bn_graph(keras.layers.BatchNormalization)
+        plain_again.load_weights(weights_path)
+        self.assertAllClose(plain_again(x), plain(x), atol=1e-5)
+
+    def test_masked_call_takes_the_keras_path(self):
+        ours, keras_norm = BatchNormalization(), keras.layers.BatchNormalization()
+        x = np.random.default_rng(6).normal(size=(2, 4, 3)).astype("float32")
+        mask = np.array([[True, True, False, False], [True, False, True, True]])
+        self.assertAllClose(ours(x, training=True, mask=mask),
+                            keras_norm(x, training=True, mask=mask), atol=1e-5)
+        self.assertAllClose(ours.moving_mean, keras_norm.moving_mean, atol=1e-6)
+
+    def test_our_backbone_graphs_use_it(self):
+        from keras_segattn.backbones import get_backbone
+
+        # KerasCV layout, mmseg V1c, KerasHub layout (no weights: nothing is downloaded)
+        for name in ("resnet_tiny", "resnet_tiny_v1c", "resnet18"):
+            backbone = get_backbone(name, output_stride=8, weights=None)
+            norms = [layer for layer in backbone.layers
+                     if isinstance(layer, keras.layers.BatchNormalization)]
+            assert norms and all(type(n) is BatchNormalization for n in norms), name
