@@ -44,6 +44,7 @@ from keras_segattn.backbones.dilation import (
     dilation_plan, validate_multi_grid, validate_output_stride,
 )
 from keras_segattn.layers.batch_norm import BatchNormalization
+from keras_segattn.layers.conv import Conv2D
 
 BN_AXIS = 3
 BN_EPSILON = 1.001e-5  # KerasCV / keras.applications value
@@ -59,7 +60,7 @@ def _bn(name, dtype):
 
 
 def _conv(filters, kernel_size, name, dtype, **kwargs):
-    return keras.layers.Conv2D(filters, kernel_size, dtype=dtype, name=name, **kwargs)
+    return Conv2D(filters, kernel_size, dtype=dtype, name=name, **kwargs)
 
 
 def _relu(name, dtype):

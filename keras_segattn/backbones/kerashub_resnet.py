@@ -47,6 +47,7 @@ from keras_segattn.backbones.dilation import (
     block_rates, validate_multi_grid, validate_output_stride,
 )
 from keras_segattn.layers.batch_norm import BatchNormalization
+from keras_segattn.layers.conv import Conv2D
 
 BLOCK_TYPES = ("basic_block", "bottleneck_block", "basic_block_vd", "bottleneck_block_vd")
 BN_EPSILON = 1e-5  # KerasHub / PyTorch
@@ -67,7 +68,7 @@ def _conv3x3(x, filters, stride, rate, name, dtype):
     KerasHub's layer ``<name>_pad``); else "same", which pads ``rate`` on each side."""
     if stride > 1:
         x = keras.layers.ZeroPadding2D(1, dtype=dtype, name=name[: -len("conv")] + "pad")(x)
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters, 3, strides=stride, padding="valid" if stride > 1 else "same",
         dilation_rate=rate, use_bias=False, dtype=dtype, name=name,
     )(x)
@@ -88,18 +89,18 @@ def _block(x, filters, stride, first_rate, rate, conv_shortcut, bottleneck, vd, 
         elif vd and stride > 1:
             shortcut = keras.layers.AveragePooling2D(
                 2, strides=stride, padding="same", dtype=dtype, name=f"{name}_0_pool")(x)
-        shortcut = keras.layers.Conv2D(
+        shortcut = Conv2D(
             channels, 1, strides=1 if vd else stride, use_bias=False, dtype=dtype,
             name=f"{name}_0_conv")(shortcut)
         if not preact:
             shortcut = _bn(f"{name}_0_bn", dtype)(shortcut)
     x = x_preact if x_preact is not None else x
     if bottleneck:
-        x = keras.layers.Conv2D(filters, 1, use_bias=False, dtype=dtype, name=f"{name}_1_conv")(x)
+        x = Conv2D(filters, 1, use_bias=False, dtype=dtype, name=f"{name}_1_conv")(x)
         x = _relu(f"{name}_1_relu", dtype)(_bn(f"{name}_1_bn", dtype)(x))
         x = _conv3x3(x, filters, stride, first_rate, f"{name}_2_conv", dtype)
         x = _relu(f"{name}_2_relu", dtype)(_bn(f"{name}_2_bn", dtype)(x))
-        x = keras.layers.Conv2D(channels, 1, use_bias=False, dtype=dtype, name=f"{name}_3_conv")(x)
+        x = Conv2D(channels, 1, use_bias=False, dtype=dtype, name=f"{name}_3_conv")(x)
         last_bn = f"{name}_3_bn"
     else:
         x = _conv3x3(x, filters, stride, first_rate, f"{name}_1_conv", dtype)
@@ -197,12 +198,12 @@ class DilatedKerasHubResNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         inputs = keras.layers.Input(shape=tuple(image_shape))
         x = keras.layers.ZeroPadding2D((input_conv_kernel_sizes[0] - 1) // 2, dtype=dtype,
                                        name="conv1_pad")(inputs)
-        x = keras.layers.Conv2D(input_conv_filters[0], input_conv_kernel_sizes[0], strides=2,
+        x = Conv2D(input_conv_filters[0], input_conv_kernel_sizes[0], strides=2,
                                 padding="valid", use_bias=False, dtype=dtype,
                                 name="conv1_conv")(x)
         for index in range(1, len(input_conv_filters)):
             x = _relu(f"conv{index}_relu", dtype)(_bn(f"conv{index}_bn", dtype)(x))
-            x = keras.layers.Conv2D(input_conv_filters[index], input_conv_kernel_sizes[index],
+            x = Conv2D(input_conv_filters[index], input_conv_kernel_sizes[index],
                                     padding="same", use_bias=False, dtype=dtype,
                                     name=f"conv{index + 1}_conv")(x)
         if preact:

@@ -43,6 +43,7 @@ from keras_segattn.backbones.dilation import (
     block_rates, validate_multi_grid, validate_output_stride,
 )
 from keras_segattn.layers.batch_norm import BatchNormalization
+from keras_segattn.layers.conv import Conv2D
 
 BN_EPSILON = 1e-5  # PyTorch BatchNorm2d
 BN_MOMENTUM = 0.9  # Keras meaning; PyTorch momentum 0.1
@@ -66,7 +67,7 @@ def _conv(x, filters, kernel_size, stride, rate, name, dtype):
         if pad:
             # Symmetric like torch's Conv2d(padding=pad); "same" would pad bottom/right only.
             x = keras.layers.ZeroPadding2D(pad, dtype=dtype, name=name + "_pad")(x)
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters, kernel_size, strides=stride, padding=padding, dilation_rate=rate,
         use_bias=False, dtype=dtype, name=name,
     )(x)

@@ -4,6 +4,7 @@ from keras_segattn.layers.batch_norm import (
     BatchNormalization, apply_batch_norm, set_synchronized_batch_norm,
 )
 from keras_segattn.layers.channel_attention import ChannelAttention
+from keras_segattn.layers.conv import Conv2D
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.criss_cross_attention import CrissCrossAttention
 from keras_segattn.layers.efficient_attention import EfficientAttention

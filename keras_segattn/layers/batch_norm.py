@@ -50,7 +50,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     and the KerasHub- and KerasCV-layout dilated ResNets) use it, so their 17
     (``resnet_tiny``) to 104 (``resnet101``) normalisations run one kernel per call in each
     direction instead of Keras' chain of elementwise operations and their autograd nodes
-    (default run's torch training step: 51-54 -> 48-49 ms, ``benchmarks/RESULTS.md``). The
+    (with ``layers.Conv2D``, the default run's torch training step at 32 px: 52 -> 44 ms,
+    ``benchmarks/RESULTS.md``). The
     class name is Keras', so weight files name its variables as they name Keras'
     (``batch_normalization_N``), and Keras' weight files load into it and back.
 

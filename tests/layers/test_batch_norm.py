@@ -192,12 +192,14 @@ class TestBatchNormalizationSubclass(TestCase):
                             keras_norm(x, training=True, mask=mask), atol=1e-5)
         self.assertAllClose(ours.moving_mean, keras_norm.moving_mean, atol=1e-6)
 
-    def test_our_backbone_graphs_use_it(self):
+    def test_our_backbone_graphs_use_it_and_our_conv2d(self):
         from keras_segattn.backbones import get_backbone
+        from keras_segattn.layers import Conv2D
 
         # KerasCV layout, mmseg V1c, KerasHub layout (no weights: nothing is downloaded)
         for name in ("resnet_tiny", "resnet_tiny_v1c", "resnet18"):
             backbone = get_backbone(name, output_stride=8, weights=None)
-            norms = [layer for layer in backbone.layers
-                     if isinstance(layer, keras.layers.BatchNormalization)]
-            assert norms and all(type(n) is BatchNormalization for n in norms), name
+            for keras_class, ours in ((keras.layers.BatchNormalization, BatchNormalization),
+                                      (keras.layers.Conv2D, Conv2D)):
+                found = [layer for layer in backbone.layers if isinstance(layer, keras_class)]
+                assert found and all(type(layer) is ours for layer in found), (name, ours)

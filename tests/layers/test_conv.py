@@ -1,0 +1,96 @@
+"""Our Conv2D (Keras' layer convolving channels-last memory directly on torch) equals
+``keras.layers.Conv2D`` on every backend: values, input and kernel gradients, serialization."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_segattn.layers import Conv2D
+from keras_segattn.testing import TestCase, values_and_input_gradient
+
+
+def twin_convs(input_shape, **kwargs):
+    """Ours and Keras' Conv2D with the same random kernel and bias."""
+    ours, theirs = Conv2D(**kwargs), keras.layers.Conv2D(**kwargs)
+    ours.build(input_shape)
+    theirs.build(input_shape)
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in theirs.get_weights()]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    return ours, theirs
+
+
+# (kwargs, input shape): symmetric "same" (odd kernels, stride 1 or an even total at stride
+# 2), uneven "same" (Keras' path), "valid", dilation, groups, bias off, 1x1.
+CASES = {
+    "3x3 same": (dict(filters=5, kernel_size=3, padding="same"), (2, 9, 7, 4)),
+    "3x3 same dilated 2": (dict(filters=5, kernel_size=3, padding="same", dilation_rate=2),
+                           (2, 9, 7, 4)),
+    "7x7 stride 2 same, even total": (dict(filters=3, kernel_size=7, strides=2, padding="same"),
+                                      (1, 9, 11, 3)),
+    "3x3 stride 2 same, uneven total": (dict(filters=3, kernel_size=3, strides=2,
+                                             padding="same"), (1, 8, 10, 3)),
+    "3x3 stride 2 valid, no bias": (dict(filters=6, kernel_size=3, strides=2, use_bias=False),
+                                    (2, 9, 8, 4)),
+    "1x1 valid": (dict(filters=2, kernel_size=1), (2, 5, 6, 4)),
+    "3x3 groups 2": (dict(filters=4, kernel_size=3, padding="same", groups=2), (1, 6, 6, 4)),
+    "5x3 same relu": (dict(filters=3, kernel_size=(5, 3), padding="same", activation="relu"),
+                      (1, 7, 6, 2)),
+}
+
+
+class TestConv2D(TestCase):
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_equals_keras_conv2d(self, case):
+        kwargs, shape = CASES[case]
+        ours, theirs = twin_convs(shape, **kwargs)
+        x = np.random.default_rng(1).normal(size=shape).astype("float32")
+        y, dx = values_and_input_gradient(ours, x)
+        y_ref, dx_ref = values_and_input_gradient(theirs, x)
+        assert y.shape == y_ref.shape
+        self.assertAllClose(y, y_ref, atol=1e-5, rtol=1e-5)
+        self.assertAllClose(dx, dx_ref, atol=1e-4, rtol=1e-5)
+
+    def test_kernel_gradient_equals_keras(self):
+        kwargs, shape = CASES["3x3 same dilated 2"]
+        ours, theirs = twin_convs(shape, **kwargs)
+        x = np.random.default_rng(2).normal(size=shape).astype("float32")
+        model_ours = keras.Sequential([keras.Input(shape[1:]), ours])
+        model_theirs = keras.Sequential([keras.Input(shape[1:]), theirs])
+        target = np.random.default_rng(3).normal(size=(shape[0], 9, 7, 5)).astype("float32")
+        for model in (model_ours, model_theirs):
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+            model.train_on_batch(x, target)
+        for a, b in zip(ours.get_weights(), theirs.get_weights()):
+            self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+
+    @pytest.mark.parametrize("dtype", ["mixed_float16", "mixed_bfloat16"])
+    def test_mixed_precision(self, dtype):
+        kwargs, shape = CASES["3x3 same"]
+        ours, theirs = twin_convs(shape, dtype=dtype, **kwargs)
+        x = np.random.default_rng(4).normal(size=shape).astype("float32")
+        y = ours(x)
+        assert keras.backend.standardize_dtype(y.dtype) == dtype.split("_")[1]
+        self.assertAllClose(keras.ops.cast(y, "float32"), keras.ops.cast(theirs(x), "float32"),
+                            atol=5e-2, rtol=5e-2)
+
+    def test_keras_round_trip_and_weight_names(self, tmp_path):
+        def graph(conv_class):
+            inputs = keras.Input((None, None, 3))
+            return keras.Model(inputs, conv_class(4, 3, padding="same", name="conv")(inputs))
+
+        ours, plain = graph(Conv2D), graph(keras.layers.Conv2D)
+        plain.set_weights([np.random.default_rng(5).normal(size=w.shape).astype("float32")
+                           for w in plain.get_weights()])
+        weights_path = str(tmp_path / "plain.weights.h5")
+        plain.save_weights(weights_path)
+        ours.load_weights(weights_path)
+        x = np.random.default_rng(6).normal(size=(1, 7, 5, 3)).astype("float32")
+        self.assertAllClose(ours(x), plain(x), atol=1e-5, rtol=1e-5)
+        path = str(tmp_path / "ours.keras")
+        ours.save(path)
+        restored = keras.saving.load_model(path)
+        assert type(restored.get_layer("conv")) is Conv2D
+        assert restored.get_layer("conv").get_config() == plain.get_layer("conv").get_config()
+        self.assertAllClose(restored(x), ours(x), atol=1e-6)
