@@ -80,7 +80,8 @@ class TestResize(TestCase):
         values and input gradient on every backend."""
         x = np.random.default_rng(3).normal(size=(2, 5, 7, 3)).astype("float32")
         for size in [(11, 9), (3, 2), (5, 7), (16, 21)]:
-            y, dx = values_and_input_gradient(lambda t: resize(t, size, "bilinear", align_corners), x)
+            y, dx = values_and_input_gradient(
+                lambda t: resize(t, size, "bilinear", align_corners), x)
             y_ref, dx_ref = values_and_input_gradient(
                 lambda t: separable_bilinear(t, (5, 7), size, align_corners), x)
             self.assertAllClose(y, y_ref, atol=1e-5, rtol=1e-5)

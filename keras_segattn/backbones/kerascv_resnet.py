@@ -55,8 +55,7 @@ BN_EPSILON = 1.001e-5  # KerasCV / keras.applications value
 # strides/dilations from the plan.
 # ---------------------------------------------------------------------------------------------
 def _bn(name, dtype):
-    return BatchNormalization(axis=BN_AXIS, epsilon=BN_EPSILON, dtype=dtype,
-                                           name=name)
+    return BatchNormalization(axis=BN_AXIS, epsilon=BN_EPSILON, dtype=dtype, name=name)
 
 
 def _conv(filters, kernel_size, name, dtype, **kwargs):

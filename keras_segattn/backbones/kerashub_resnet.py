@@ -56,7 +56,7 @@ BN_MOMENTUM = 0.9  # Keras meaning; PyTorch momentum 0.1
 
 def _bn(name, dtype):
     return BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                           dtype=dtype, name=name)
+                              dtype=dtype, name=name)
 
 
 def _relu(name, dtype):
@@ -199,13 +199,12 @@ class DilatedKerasHubResNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         x = keras.layers.ZeroPadding2D((input_conv_kernel_sizes[0] - 1) // 2, dtype=dtype,
                                        name="conv1_pad")(inputs)
         x = Conv2D(input_conv_filters[0], input_conv_kernel_sizes[0], strides=2,
-                                padding="valid", use_bias=False, dtype=dtype,
-                                name="conv1_conv")(x)
+                   padding="valid", use_bias=False, dtype=dtype, name="conv1_conv")(x)
         for index in range(1, len(input_conv_filters)):
             x = _relu(f"conv{index}_relu", dtype)(_bn(f"conv{index}_bn", dtype)(x))
             x = Conv2D(input_conv_filters[index], input_conv_kernel_sizes[index],
-                                    padding="same", use_bias=False, dtype=dtype,
-                                    name=f"conv{index + 1}_conv")(x)
+                       padding="same", use_bias=False, dtype=dtype,
+                       name=f"conv{index + 1}_conv")(x)
         if preact:
             # -inf padding, so that padded zeros never win the max-pool (KerasHub V2).
             x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=float("-inf"))

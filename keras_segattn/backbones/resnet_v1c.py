@@ -51,7 +51,7 @@ BN_MOMENTUM = 0.9  # Keras meaning; PyTorch momentum 0.1
 
 def _bn(name, dtype):
     return BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                           dtype=dtype, name=name)
+                              dtype=dtype, name=name)
 
 
 def _relu(name, dtype):

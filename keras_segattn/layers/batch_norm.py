@@ -50,10 +50,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
     and the KerasHub- and KerasCV-layout dilated ResNets) use it, so their 17
     (``resnet_tiny``) to 104 (``resnet101``) normalisations run one kernel per call in each
     direction instead of Keras' chain of elementwise operations and their autograd nodes
-    (with ``layers.Conv2D``, the default run's torch training step at 32 px: 52 -> 44 ms,
-    ``benchmarks/RESULTS.md``). The
-    class name is Keras', so weight files name its variables as they name Keras'
-    (``batch_normalization_N``), and Keras' weight files load into it and back.
+    (with ``layers.Conv2D``, the default run's torch training step went from 88 to 70-73 ms
+    at 64 px; ``benchmarks/RESULTS.md``). The class name is Keras', so weight files name its
+    variables as they name Keras' (``batch_normalization_N``), and Keras' weight files load
+    into it and back.
 
     Example:
     >>> norm = BatchNormalization(epsilon=1e-5, momentum=0.9)

@@ -5,9 +5,10 @@ Backend adapter (PyTorch only), on purpose. Keras' torch backend runs a channels
 then back to channels-last memory (``contiguous(memory_format=channels_last)``, which oneDNN
 prefers) before it convolves: two copies of the input per call, and their two gradient copies
 in the backward pass. PyTorch's convolution reads the NCHW *view* of an NHWC tensor as
-channels-last memory and writes its output the same way, so the view needs no copy at all. ``Conv2D.convolution_op`` calls
-``torch.nn.functional.conv2d`` on that view with the layer's own kernel (``(kh, kw, C_in,
-C_out)`` viewed as ``(C_out, C_in, kh, kw)``), strides, dilations and groups.
+channels-last memory and writes its output the same way, so the view needs no copy at all.
+``Conv2D.convolution_op`` calls ``torch.nn.functional.conv2d`` on that view with the layer's
+own kernel (``(kh, kw, C_in, C_out)`` viewed as ``(C_out, C_in, kh, kw)``), strides,
+dilations and groups.
 
 Keras' ``padding="same"`` pads ``total = max((ceil(n / s) - 1) * s + d * (k - 1) + 1 - n, 0)``
 along each spatial axis, ``total // 2`` before and the rest after. PyTorch's ``padding``
@@ -38,8 +39,9 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
-        padding = self._symmetric_padding(inputs.shape)
-        if keras.backend.backend() != "torch" or padding is None:
+        padding = (self._symmetric_padding(inputs.shape)
+                   if keras.backend.backend() == "torch" else None)
+        if padding is None:
             return super().convolution_op(inputs, kernel)
         import torch
 

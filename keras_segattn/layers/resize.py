@@ -116,7 +116,7 @@ def _torch_interpolate(images, size, align_corners):
     on the NCHW view of the NHWC tensor (channels-last memory: the kernel reads and writes it
     without a copy). One kernel per call and one in the backward pass, where the gathers
     above take ~10 small operations per axis and an ``index_add`` each in the backward pass.
-    Parity with the portable path: ``tests/layers/test_resize.py``."""
+    Parity with the portable path: ``tests/test_package.py``."""
     import torch
 
     height, width = (int(keras.ops.convert_to_numpy(s)) if not _is_static(s) else s

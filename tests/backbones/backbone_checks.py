@@ -95,8 +95,8 @@ def assert_same_weights(a, b):
 
 def assert_same_outputs(got, expected, err_msg=""):
     """Our graph computes what KerasHub's does: bit for bit on TensorFlow and JAX; on torch up
-    to float rounding (our ``BatchNormalization`` runs PyTorch's fused kernel there, Keras' a
-    chain of elementwise ops)."""
+    to float rounding (our ``BatchNormalization`` and ``Conv2D`` call PyTorch's kernels
+    directly there, Keras' layers a chain of elementwise ops and copies)."""
     got, expected = keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected)
     if keras.backend.backend() == "torch":
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5, err_msg=err_msg)
