@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_segattn.layers._checks import input_channels
+from keras_segattn.layers._common import release_logits
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -69,7 +70,7 @@ class ChannelAttention(keras.layers.Layer):
         # softmax is shift invariant, so the gradient through the row max is exactly zero:
         # stop it rather than back-propagate through the max (an arg-max mask on torch).
         energy_new = ops.stop_gradient(ops.max(energy, axis=-1, keepdims=True)) - energy
-        attention = ops.softmax(energy_new, axis=-1)
+        attention = release_logits(ops.softmax(energy_new, axis=-1))
         # gamma * (A X) = (gamma A) X: scale the C x C map, not the N x C product.
         scaled = ops.cast(ops.cast(self.gamma, "float32") * attention, self.compute_dtype)
         # out[i, n] = sum_j gamma A[i, j] X[j, n]:  (B, N, C) @ (B, C, C)^T -> (B, N, C), in

@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_segattn.layers._checks import positive_int, rank4_channels
-from keras_segattn.layers._common import static_size as _size
+from keras_segattn.layers._common import release_logits, static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 
@@ -56,7 +56,7 @@ def _axial_attention(query, value, group_size):
 
     def attend(q):
         # (B, A, g, K) @ (B, A, K, L) -> (B, A, g, L), softmax over keys in float32.
-        attention = ops.softmax(ops.matmul(q, keys_t), axis=-1)
+        attention = release_logits(ops.softmax(ops.matmul(q, keys_t), axis=-1))
         # (B, A, g, L) @ (B, A, L, F) -> (B, A, g, F)
         return ops.matmul(ops.cast(attention, value.dtype), value)
 

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_segattn.layers._common import QueryKeyValueAttention, pointwise_conv
+from keras_segattn.layers._common import QueryKeyValueAttention, pointwise_conv, release_logits
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -76,7 +76,8 @@ class CrissCrossAttention(QueryKeyValueAttention):
         # Row term: (B, H, W, C') x (B, H, W', C') -> (B, H, W, W')
         energy_row = ops.einsum("bhwc,bhjc->bhwj", query, key)
 
-        attention = ops.softmax(ops.concatenate([energy_col, energy_row], axis=-1), axis=-1)
+        attention = release_logits(
+            ops.softmax(ops.concatenate([energy_col, energy_row], axis=-1), axis=-1))
         # gamma * (A V) = (gamma A) V: scale the (B, H, W, H + W) map, not the C-channel sum.
         scaled = ops.cast(ops.cast(self.gamma, "float32") * attention, value.dtype)
         attention_col = scaled[..., :height]

@@ -13,7 +13,8 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import positive_int, rank4_channels
-from keras_segattn.layers._common import pad_or_crop_axis as _pad_or_crop_axis, pointwise_conv, static_size as _size
+from keras_segattn.layers._common import pad_or_crop_axis as _pad_or_crop_axis, pointwise_conv
+from keras_segattn.layers._common import softmax_attention, static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 _ACTIVATIONS = ("relu", "leaky_relu")
@@ -128,20 +129,17 @@ class ISASelfAttention(keras.layers.Layer):
         query = ops.reshape(ops.cast(query, "float32"), (-1, height * width, self.key_channels))
         key = ops.reshape(ops.cast(key, "float32"), (-1, height * width, self.key_channels))
         value = ops.reshape(value, (-1, height * width, self.value_channels))
-        # (B, N, d) @ (B, d, N) -> (B, N, N), scaled by d^-0.5, softmax over keys in float32,
-        # in one expression so that in eager mode the energies are freed once soft-maxed.
-        # The scale goes on the energies, as upstream: a group's N x N energies are smaller
-        # than its N x d query at the usual sizes (N = 64 short-range, ~100-500 long-range,
-        # d = 256), and a scaled query would be one more N x d tensor kept for the backward.
-        scale = self.key_channels ** -0.5
-        attention = ops.cast(
-            ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))) * scale, axis=-1),
-            value.dtype)
-        # (B, N, N) @ (B, N, C_v) -> (B, N, C_v) -> (B, h, w, C_v)
-        context = ops.reshape(ops.matmul(attention, value), (-1, height, width, self.value_channels))
+        # softmax(d^-0.5 Q K^T) V: (B, N, N) energies scaled by d^-0.5 and soft-maxed over
+        # keys in float32, the product with V in its dtype. The scale goes on the energies,
+        # as upstream: a group's N x N energies are smaller than its N x d query at the usual
+        # sizes (N = 64 short-range, ~100-500 long-range, d = 256), and a scaled query would
+        # be one more N x d tensor kept for the backward.
+        context = softmax_attention(query, key, value, scale=self.key_channels ** -0.5)
+        # (B, N, C_v) -> (B, h, w, C_v)
+        context = ops.reshape(context, (-1, height, width, self.value_channels))
         # Eager inference frees the projections and the attention before the output conv
         # (training keeps what the backward needs either way).
-        del query, key, value, attention
+        del query, key, value
         return self.out_conv(context, training=training)
 
     def compute_output_shape(self, input_shape):

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import input_channels, positive_integer, reduced_channels
-from keras_segattn.layers._common import pointwise_conv
+from keras_segattn.layers._common import pointwise_conv, softmax_attention
 from keras_segattn.layers.batch_norm import apply_batch_norm
 
 
@@ -101,12 +101,10 @@ class NonLocalBlock(keras.layers.Layer):
         if self.use_scale:
             # (theta / sqrt(C')) phi^T: scale the N x C' factor, not the N x N product
             theta_x = theta_x * (1.0 / float(inter_channels) ** 0.5)
-        # (B, N, C') @ (B, C', N) -> (B, N, N), soft-maxed in one expression so that in eager
-        # mode the N x N pairwise term is freed at once (not held until the call returns)
-        attention = ops.softmax(ops.matmul(theta_x, ops.transpose(phi_x, (0, 2, 1))), axis=-1)
-        # (B, N, N) @ (B, N, C') -> (B, N, C') -> (B, H, W, C'), in the compute dtype (convex
-        # weights: no overflow under float16)
-        y = ops.matmul(ops.cast(attention, g_x.dtype), g_x)
+        # softmax(theta phi^T) g: (B, N, N) energies and soft-max in float32, the product
+        # with g (B, N, C') in the compute dtype (convex weights: no overflow under float16)
+        result = softmax_attention(theta_x, phi_x, g_x, return_attention=return_attention_scores)
+        y, attention = result if return_attention_scores else (result, None)
         y = ops.reshape(y, (-1, height, width, inter_channels))
         y = apply_batch_norm(self.norm_out, pointwise_conv(self.conv_out, y), training=training)
         outputs = inputs + y

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_segattn.layers._common import QueryKeyValueAttention
+from keras_segattn.layers._common import QueryKeyValueAttention, softmax_attention
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -56,16 +56,15 @@ class PositionAttention(QueryKeyValueAttention):
         # (B, N, C'), (B, N, C') in float32; N = H*W row-major.
         query = self.flat_projection(self.query_conv, inputs)
         key = self.flat_projection(self.key_conv, inputs)
-        # (B, N, C') @ (B, C', N) -> (B, N, N); one expression, so that in eager mode the
-        # N x N energies are freed once soft-maxed (not held until the call returns)
-        attention = ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))), axis=-1)
-        # (B, N, C) in the compute dtype, projected after the soft-max (as the reference
-        # does): at the eager peak (energies and attention, 2 N^2 floats) it does not exist yet.
-        value = self.flat_projection(self.value_conv, inputs, self.compute_dtype)
-        # (B, N, N) @ (B, N, C) -> (B, N, C) -> (B, H, W, C), in the compute dtype: each row
-        # of A holds convex weights, so under mixed precision the largest product (N^2 C
-        # multiply-adds, 8x the energies') runs in float16/bfloat16 without overflow.
-        context = ops.matmul(ops.cast(attention, value.dtype), value)
+        # softmax(Q K^T) V: (B, N, C) in the compute dtype, the N x N energies and soft-max in
+        # float32. V (B, N, C) is projected after the soft-max where the plain expression
+        # runs (as the reference does: at the eager peak, energies and attention, it does not
+        # exist yet). Under mixed precision the largest product (A V, N^2 C multiply-adds, 8x
+        # the energies') runs in float16/bfloat16: each row of A holds convex weights.
+        result = softmax_attention(
+            query, key, lambda: self.flat_projection(self.value_conv, inputs, self.compute_dtype),
+            return_attention=return_attention_scores)
+        context, attention = result if return_attention_scores else (result, None)
         context = ops.reshape(ops.cast(context, "float32"), (-1, height, width, channels))
         gamma = ops.cast(self.gamma, "float32")
         outputs = ops.cast(gamma * context + ops.cast(inputs, "float32"), self.compute_dtype)
