@@ -120,7 +120,6 @@ class QueryKeyValueAttention(keras.layers.Layer):
         return config
 
 
-
 def release_logits(probabilities):
     """``probabilities`` (the output of ``ops.softmax`` / ``ops.sigmoid``) without the
     reference to their input that Keras' TensorFlow backend attaches to them.

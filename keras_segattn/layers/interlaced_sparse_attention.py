@@ -137,8 +137,8 @@ class ISASelfAttention(keras.layers.Layer):
         context = softmax_attention(query, key, value, scale=self.key_channels ** -0.5)
         # (B, N, C_v) -> (B, h, w, C_v)
         context = ops.reshape(context, (-1, height, width, self.value_channels))
-        # Eager inference frees the projections and the attention before the output conv
-        # (training keeps what the backward needs either way).
+        # Eager inference frees the projections before the output conv (the attention map
+        # does not outlive softmax_attention; training keeps what the backward needs).
         del query, key, value
         return self.out_conv(context, training=training)
 
