@@ -1,12 +1,11 @@
-"""``apply_batch_norm``: a ``keras.layers.BatchNormalization`` applied with a PyTorch fast path;
-``BatchNormalization``: the Keras layer whose ``call`` takes that path.
+"""``apply_batch_norm``: a ``keras.layers.BatchNormalization`` applied with the backend's fused
+kernel; ``BatchNormalization``: the Keras layer whose ``call`` takes that path.
 
-Backend adapter (PyTorch only), on purpose. On the torch backend, Keras computes
-``BatchNormalization`` as a chain of elementwise ops (mean, ``E[x^2]``, subtract, multiply,
-add; each a pass over the feature map, each recorded for autograd), where PyTorch has one fused
-kernel that also runs directly on channels-last memory. ``apply_batch_norm`` calls that kernel
-(``torch.batch_norm`` on the NCHW *view* of the NHWC tensor: no copy) with the
-layer's own variables and the same maths as Keras:
+Backend adapter (TensorFlow and PyTorch only), on purpose. Keras computes
+``BatchNormalization`` as a chain of elementwise ops (the moments, then subtract, multiply,
+add; each a pass over the feature map, each recorded for the gradient), where both backends
+have one fused kernel. ``apply_batch_norm`` calls that kernel with the layer's own variables
+and the same maths as Keras:
 
 * training: normalise with the batch mean and biased variance over ``(B, H, W)``; update
   ``moving_mean``/``moving_variance`` as Keras does (``moving = moving * momentum + batch *
@@ -14,11 +13,23 @@ layer's own variables and the same maths as Keras:
 * inference: normalise with the moving statistics;
 * float16/bfloat16 inputs are normalised in float32 and cast back (as Keras does).
 
-Every other backend, and any layer using an option the fast path does not cover
-(``synchronized``, renormalisation, an axis other than the last), calls the layer itself.
-Measured gain (2-core CPU, 64x64x512, InterlacedSparseAttention forward+backward, whose 10
-ConvBNAct layers dominate): see ``benchmarks/RESULTS.md``; parity with the layer on every
-backend: ``tests/layers/test_batch_norm.py``.
+The kernels:
+
+* PyTorch: ``torch.batch_norm`` on the NCHW *view* of the NHWC tensor (no copy; the CPU and
+  GPU kernels read channels-last memory as is).
+* TensorFlow: ``tf.raw_ops.FusedBatchNormV3`` in ``NHWC`` (rank-4 inputs), the kernel
+  ``tf.keras`` 2 used; it also compiles under XLA. Besides time, it saves memory in
+  training: Keras' chain keeps, for the gradient, the squared deviations of the moments and
+  the scaled map (two more maps per normalisation), the fused op only its input. The raw
+  op, not ``tf.compat.v1.nn.fused_batch_norm``: that wrapper raises any epsilon below
+  1.001e-5 to 1.001e-5 (an old cuDNN minimum; cuDNN's ``CUDNN_BN_MIN_EPSILON`` is 0 since
+  7.5), where the PyTorch references use exactly 1e-5.
+
+Every other backend (JAX: XLA fuses Keras' chain itself), and any layer using an option the
+fast path does not cover (``synchronized``, renormalisation, an axis other than the last, a
+mask, on TensorFlow a rank other than 4), calls the layer itself. Measured gains: see
+``benchmarks/RESULTS.md``; parity with the layer on every backend (values, gradients,
+moving statistics, XLA): ``tests/layers/test_batch_norm.py``.
 """
 
 import keras
@@ -34,19 +45,20 @@ def apply_batch_norm(norm, x, training=None):
 
     Returns the layer's output: same values (up to float rounding), same variable updates.
     """
-    if not _torch_fast_path_applies(norm, x):
+    fused = _fused_kernel(norm, x)
+    if fused is None:
         return norm(x, training=training)
-    return _torch_batch_norm(norm, x, bool(training) and norm.trainable)
+    return fused(norm, x, bool(training) and norm.trainable)
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` computed by PyTorch's fused kernel on the torch backend.
+    """``keras.layers.BatchNormalization`` computed by the fused kernel on TensorFlow and PyTorch.
 
     The same layer (arguments, variables, ``get_config``, maths and variable updates) with
-    ``call`` routed through ``apply_batch_norm``'s fast path where it applies: the torch
-    backend, channels-last float input, no mask, not ``synchronized``, no ``renorm``.
-    Everywhere else it is Keras' layer unchanged. Our own backbone graphs (``resnet*_v1c``
+    ``call`` routed through ``apply_batch_norm``'s fast path where it applies: the torch or
+    TensorFlow backend (there rank-4 input), channels-last float input, no mask, not
+    ``synchronized``, no ``renorm``. Everywhere else it is Keras' layer unchanged. Our own backbone graphs (``resnet*_v1c``
     and the KerasHub- and KerasCV-layout dilated ResNets) use it, so their 17
     (``resnet_tiny``) to 104 (``resnet101``) normalisations run one kernel per call in each
     direction instead of Keras' chain of elementwise operations and their autograd nodes
@@ -66,20 +78,28 @@ class BatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if mask is not None or not _torch_fast_path_applies(self, inputs):
+        fused = None if mask is not None else _fused_kernel(self, inputs)
+        if fused is None:
             return super().call(inputs, training=training, mask=mask)
-        return _torch_batch_norm(self, inputs, bool(training) and self.trainable)
+        return fused(self, inputs, bool(training) and self.trainable)
 
 
-def _torch_fast_path_applies(norm, x):
-    """Whether ``_torch_batch_norm`` computes ``norm(x)`` exactly as Keras does."""
-    return (
-        keras.backend.backend() == "torch"
-        and not norm.synchronized
-        and not norm.renorm
-        and norm.axis in (-1, len(x.shape) - 1)
-        and keras.backend.standardize_dtype(x.dtype) in ("float32", "float16", "bfloat16")
-    )
+def _fused_kernel(norm, x):
+    """The function that computes ``norm(x)`` with this backend's fused kernel exactly as
+    Keras does (``_torch_batch_norm`` or ``_tensorflow_batch_norm``), or ``None``."""
+    backend = keras.backend.backend()
+    if (
+        backend not in ("torch", "tensorflow")
+        or norm.synchronized
+        or norm.renorm
+        or norm.axis not in (-1, len(x.shape) - 1)
+        or keras.backend.standardize_dtype(x.dtype) not in ("float32", "float16", "bfloat16")
+        or x.shape[-1] is None
+    ):
+        return None
+    if backend == "torch":
+        return _torch_batch_norm
+    return _tensorflow_batch_norm if len(x.shape) == 4 else None
 
 
 def _torch_batch_norm(norm, x, use_batch_statistics):
@@ -114,6 +134,39 @@ def _torch_batch_norm(norm, x, use_batch_statistics):
                              torch.backends.cudnn.enabled)
     y = y.movedim(1, -1)
     return y if norm.compute_dtype == "float32" else y.to(getattr(torch, norm.compute_dtype))
+
+
+def _tensorflow_batch_norm(norm, x, use_batch_statistics):
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    # float16/bfloat16 maps go in as they are: the kernel computes in float32 (its ``U``
+    # type: scale, offset and statistics) and rounds only the output.
+    channels = x.shape[-1]
+    scale = (keras.ops.cast(norm.gamma, "float32") if norm.scale
+             else tf.ones((channels,), tf.float32))
+    offset = (keras.ops.cast(norm.beta, "float32") if norm.center
+              else tf.zeros((channels,), tf.float32))
+    if use_batch_statistics:
+        unused = tf.zeros((0,), tf.float32)
+        y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=unused, variance=unused,
+            epsilon=norm.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+            is_training=True)[:3]
+        # The kernel returns the *unbiased* batch variance for its own running average
+        # (0 for one value per channel); Keras' update uses the biased one, (n - 1) / n of it.
+        count = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
+        variance = variance * ((count - 1.0) / tf.maximum(count, 1.0))
+        momentum = norm.momentum
+        norm.moving_mean.assign(norm.moving_mean * momentum + mean * (1.0 - momentum))
+        norm.moving_variance.assign(
+            norm.moving_variance * momentum + variance * (1.0 - momentum))
+    else:
+        y = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=tf.convert_to_tensor(norm.moving_mean),
+            variance=tf.convert_to_tensor(norm.moving_variance), epsilon=norm.epsilon,
+            exponential_avg_factor=1.0, data_format="NHWC", is_training=False)[0]
+    return tf.cast(y, norm.compute_dtype)
 
 
 def set_synchronized_batch_norm(model, synchronized=True):

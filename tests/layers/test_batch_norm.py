@@ -1,5 +1,5 @@
-"""apply_batch_norm (the PyTorch fused-kernel adapter) and our BatchNormalization subclass
-(the same adapter behind ``call``) equal the Keras layer on every backend;
+"""apply_batch_norm (the TensorFlow and PyTorch fused-kernel adapter) and our BatchNormalization
+subclass (the same adapter behind ``call``) equal the Keras layer on every backend;
 set_synchronized_batch_norm reaches nested BatchNormalization layers."""
 
 import keras
@@ -63,7 +63,7 @@ class TestApplyBatchNorm(TestCase):
             self.assertAllClose(y, y_ref, atol=2e-5, rtol=1e-5)
         if BACKEND != "jax":  # (JAX: both are the Keras layer, the gradient is traced)
             self.assertAllClose(dx, dx_ref, atol=2e-4, rtol=1e-4)
-        if BACKEND == "torch":  # the moving statistics, as Keras updates them
+        if BACKEND != "jax":  # the moving statistics, as Keras updates them
             for a, b in zip(ours.non_trainable_weights, keras_norm.non_trainable_weights):
                 self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
             if training:
@@ -83,6 +83,54 @@ class TestApplyBatchNorm(TestCase):
         self.assertAllClose(keras.ops.cast(y, "float32"),
                             keras.ops.cast(keras_norm(x16, training=training), "float32"),
                             atol=2e-2, rtol=2e-2)
+
+    @pytest.mark.skipif(BACKEND == "jax", reason="JAX: both routes are Keras' layer (no kernel)")
+    @pytest.mark.parametrize("route", sorted(ROUTES))
+    def test_weight_gradients_equal_the_layer(self, route):
+        """d loss / d gamma and d beta through the fused kernel == through Keras' chain."""
+        x = (1 + 2 * np.random.default_rng(7).normal(size=(2, 5, 4, 6))).astype("float32")
+        w = np.random.default_rng(8).normal(size=x.shape).astype("float32")
+        call, norm_class = ROUTES[route]
+        gradients = []
+        for norm, fn in zip(twin_norms(6, first_class=norm_class),
+                            (call, lambda n, t, training: n(t, training=training))):
+            if BACKEND == "tensorflow":
+                import tensorflow as tf
+
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(fn(norm, tf.constant(x), True) * w)
+                grads = tape.gradient(loss, [norm.gamma.value, norm.beta.value])
+            else:
+                import torch
+
+                loss = (fn(norm, torch.tensor(x), True) * torch.tensor(w)).sum()
+                grads = torch.autograd.grad(loss, [norm.gamma.value, norm.beta.value])
+            gradients.append([keras.ops.convert_to_numpy(g) for g in grads])
+        for ours, reference in zip(*gradients):
+            assert np.abs(reference).max() > 1e-2
+            self.assertAllClose(ours, reference, atol=1e-4, rtol=1e-4)
+
+    @pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow kernel and XLA")
+    @pytest.mark.parametrize("jit_compile", [False, True])
+    def test_tensorflow_runs_one_fused_kernel_also_compiled(self, jit_compile):
+        """In a ``tf.function`` (as ``fit`` runs it) the graph holds FusedBatchNormV3 and not
+        Keras' moments; compiled with XLA too, the output and moving statistics equal the
+        Keras layer's."""
+        import tensorflow as tf
+
+        x = (2 + 3 * np.random.default_rng(9).normal(size=(3, 6, 5, 4))).astype("float32")
+        ours, keras_norm = twin_norms(4)
+        step = tf.function(lambda t: apply_batch_norm(ours, t, training=True),
+                           jit_compile=jit_compile)
+        reference = tf.function(lambda t: keras_norm(t, training=True), jit_compile=jit_compile)
+        op_types = {op.type for op in step.get_concrete_function(
+            tf.TensorSpec((None, None, None, 4))).graph.get_operations()}
+        assert "FusedBatchNormV3" in op_types and "SquaredDifference" not in op_types
+        self.assertAllClose(step(x), reference(x), atol=2e-5, rtol=1e-5)
+        for a, b in zip(ours.non_trainable_weights, keras_norm.non_trainable_weights):
+            self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+        moved = keras.ops.convert_to_numpy(ours.moving_variance) - twin_norms(4)[0].get_weights()[3]
+        assert np.abs(moved).max() > 1e-2
 
     def test_conv_bn_act_matches_a_plain_keras_stack(self):
         """ConvBNAct (1x1 conv as a matmul + the BN adapter) == Conv2D + BN + ReLU."""
