@@ -21,9 +21,10 @@ Measured per layer, size and engine (batch 1, float32, ``--channels`` channels, 
   JAX ``jax.jit``, torch ``torch.compile``); median of ``--repeat`` after ``--warmup``;
 * peak memory of a call, for the first call of a freshly built layer at that size ("first")
   and for a later call ("steady"): the peak of the bytes held in live tensors during the call
-  minus those held before it, where the engine's allocator can say (TensorFlow: its CPU
-  allocator's statistics; PyTorch, ours and official alike: the allocation and free events
-  of ``torch.profiler(profile_memory=True)``); on JAX, whose CPU client keeps no statistics,
+  minus those held before it, where the engine's allocator can say (TensorFlow: the
+  requested bytes of the allocation and deallocation events its profiler records,
+  ``tf.profiler.experimental``; PyTorch, ours and official alike: the allocation and free
+  events of ``torch.profiler(profile_memory=True)``); on JAX, whose CPU client keeps no statistics,
   the peak RSS of the worker during the call minus its RSS just before
   (``/proc/self/clear_refs`` resets the peak; freed memory is returned with ``malloc_trim``
   first). The RSS peak is recorded for PyTorch too (``first_rss`` / ``steady_rss``): it
@@ -171,20 +172,15 @@ def measure_peak(fn):
     """``(result, seconds, cpu_seconds, peak_bytes, peak_rss_bytes)`` of one call of ``fn``.
 
     ``peak_bytes``: the peak of the bytes in live tensors during the call above those live
-    before it, from the engine's allocator (TensorFlow's BFC statistics; PyTorch's allocation
-    events); on JAX, the peak RSS above the RSS before. ``peak_rss_bytes``: the RSS peak
+    before it, from the engine's allocation events (TensorFlow's and PyTorch's profilers); on
+    JAX, the peak RSS above the RSS before. ``peak_rss_bytes``: the RSS peak
     (``None`` on TensorFlow, whose allocator keeps freed memory: after its first call the RSS
     no longer moves).
     """
     _release_memory()
     if _TF_MEMORY:
-        import tensorflow as tf
-
-        tf.config.experimental.reset_memory_stats("CPU:0")
-        current = tf.config.experimental.get_memory_info("CPU:0")["current"]
-        result, seconds, cpu = timed(fn)
-        peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
-        return result, seconds, cpu, max(0, peak - current), None
+        (result, seconds, cpu), peak = _tensorflow_allocation_peak(fn)
+        return result, seconds, cpu, peak, None
     before = _status_kib("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -212,6 +208,50 @@ def _torch_allocation_peak(fn):
                     if e.name() == "[memory]")
     running = peak = 0
     for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return measured, peak
+
+
+def _tensorflow_allocation_peak(fn):
+    """``(timed(fn), peak)``: the highest running sum of the requested bytes of TensorFlow's
+    allocation (+) and deallocation (-) events during the call, from its profiler.
+
+    Not the allocator's own statistics (``tf.config.experimental.get_memory_info``): its BFC
+    allocator hands out whole chunks, and on the CPU a chunk can be far larger than the tensor
+    (an 18.4 MiB tensor took a 22.9 MiB chunk, a 38.1 MiB one a 64 MiB chunk), so its peak is
+    not comparable with PyTorch's live bytes.
+    """
+    import glob
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            measured = timed(fn)
+        finally:
+            tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        for path in glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True):
+            with open(path, "rb") as f:
+                space.MergeFromString(f.read())
+    signs = {"MemoryAllocation": 1, "MemoryDeallocation": -1}
+    events = []
+    for plane in space.planes:
+        requested = [k for k, v in plane.stat_metadata.items() if v.name == "requested_bytes"]
+        kinds = {k: signs[v.name] for k, v in plane.event_metadata.items() if v.name in signs}
+        for line in plane.lines:
+            for event in line.events:
+                if event.metadata_id in kinds:
+                    nbytes = next((s.int64_value or s.uint64_value for s in event.stats
+                                   if s.metadata_id in requested), 0)
+                    events.append((line.timestamp_ns * 1000 + event.offset_ps,
+                                   kinds[event.metadata_id] * nbytes))
+    running = peak = 0
+    for _, nbytes in sorted(events):
         running += nbytes
         peak = max(peak, running)
     return measured, peak
