@@ -138,9 +138,15 @@ def release_logits(probabilities):
     return probabilities
 
 
-def softmax_attention(query, key, value, scale=None, return_attention=False):
+# Inference (``blockwise=True``) splits the queries into blocks whose energies hold at most
+# about this many floats per block (16 MiB in float32).
+ATTENTION_BLOCK_ELEMENTS = 2 ** 22
+
+
+def softmax_attention(query, key, value, scale=None, return_attention=False, blockwise=False):
     """``softmax(scale * Q K^T, axis=keys) V``: the dot-product attention of PAM, the
-    non-local block and ISA, with a gradient that holds at most three ``N x M`` maps.
+    non-local block and ISA, with a gradient that holds at most three ``N x M`` maps, and
+    in inference about two blocks of ``ATTENTION_BLOCK_ELEMENTS`` energies.
 
     Shapes: ``query`` ``(B, N, d)`` and ``key`` ``(B, M, d)`` in float32; ``value``
     ``(B, M, C)`` in the compute dtype, or a function without arguments that returns it
@@ -170,8 +176,26 @@ def softmax_attention(query, key, value, scale=None, return_attention=False):
     already keeps only ``A`` and computes ``dE`` in one fused kernel, the plain expression
     runs, as it does with ``return_attention=True`` (the returned map is then
     differentiable like any tensor). ``tests/layers/test_softmax_attention.py`` checks
-    values and gradients of both paths against float64 NumPy.
+    values and gradients of every path against float64 NumPy.
+
+    ``blockwise=True`` (the layers pass it in inference, ``training`` not true) computes the
+    rows of the context in blocks of queries when the ``B x N x M`` energies exceed
+    ``ATTENTION_BLOCK_ELEMENTS`` (2^22 floats, 16 MiB): each block's energies, soft-max and
+    product with ``V`` are done before the next block starts, so inference holds two
+    ``block x M`` maps instead of two ``N x M`` ones (the official modules hold the whole
+    energies and attention: 680 MiB for PAM at 97x97, 8 GiB at 128x256, a 1024x2048 image at
+    output stride 8). The soft-max is over keys, so each row of the context is the same
+    computation either way (equal up to float rounding; still differentiable). It needs the
+    static ``N`` and ``M`` (eager mode, ``jax.jit``, a traced function of fixed size); with
+    an unknown size, or ``return_attention=True``, the whole map is computed.
     """
+    blocks = _query_blocks(query, key) if blockwise and not return_attention else None
+    if blocks is not None:
+        if callable(value):
+            value = value()
+        return ops.concatenate(
+            [_softmax_attention(query[:, start:stop], key, value, scale)[0]
+             for start, stop in blocks], axis=1)
     if return_attention or keras.backend.backend() == "torch":
         context, attention = _softmax_attention(query, key, value, scale)
         return (context, attention) if return_attention else context
@@ -201,6 +225,21 @@ def softmax_attention(query, key, value, scale=None, return_attention=False):
         return context, gradient
 
     return attend(query, key, value)
+
+
+def _query_blocks(query, key):
+    """``[(start, stop), ...]``: equal blocks of the ``N`` queries whose energies hold at most
+    ``ATTENTION_BLOCK_ELEMENTS`` floats each, or ``None`` (one block suffices, or ``N`` or
+    ``M`` is unknown). An unknown batch size counts as 1."""
+    batch, positions, keys = query.shape[0], query.shape[1], key.shape[1]
+    if positions is None or keys is None:
+        return None
+    row_elements = (batch or 1) * keys
+    if positions * row_elements <= ATTENTION_BLOCK_ELEMENTS:
+        return None
+    count = -(-positions * row_elements // ATTENTION_BLOCK_ELEMENTS)  # ceil
+    rows = -(-positions // count)
+    return [(start, min(start + rows, positions)) for start in range(0, positions, rows)]
 
 
 def _softmax_attention(query, key, value, scale):

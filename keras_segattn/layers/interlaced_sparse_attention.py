@@ -134,7 +134,8 @@ class ISASelfAttention(keras.layers.Layer):
         # as upstream: a group's N x N energies are smaller than its N x d query at the usual
         # sizes (N = 64 short-range, ~100-500 long-range, d = 256), and a scaled query would
         # be one more N x d tensor kept for the backward.
-        context = softmax_attention(query, key, value, scale=self.key_channels ** -0.5)
+        context = softmax_attention(query, key, value, scale=self.key_channels ** -0.5,
+                                    blockwise=not training)
         # (B, N, C_v) -> (B, h, w, C_v)
         context = ops.reshape(context, (-1, height, width, self.value_channels))
         # Eager inference frees the projections before the output conv (the attention map

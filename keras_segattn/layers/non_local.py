@@ -24,7 +24,9 @@ class NonLocalBlock(keras.layers.Layer):
         z = x + BN(W_out y)                  (W_out: 1x1 conv C' -> C without bias;
                                               BN eps 1e-5 with gamma initialised to 0)
 
-    The zero-initialised BN scale makes the block the identity at init. Memory is O(N^2).
+    The zero-initialised BN scale makes the block the identity at init. Memory is O(N^2)
+    in training; inference computes the attention in blocks of query rows
+    (``softmax_attention(blockwise=True)``: about two 16 MiB blocks whatever the size).
 
     Reference: open-mmlab/mmcv @ ``0198abfd``, ``mmcv/cnn/bricks/non_local.py``,
     ``NonLocal2d(in_channels, reduction=2, use_scale=True, mode="embedded_gaussian",
@@ -45,8 +47,10 @@ class NonLocalBlock(keras.layers.Layer):
 
     Call arguments:
         inputs: ``(B, H, W, C)`` feature map.
-        training: bool, BatchNormalization mode.
-        return_attention_scores: bool. If ``True`` return ``(output, attention)``.
+        training: bool, BatchNormalization mode; not true: the attention in blocks of
+            query rows (same values up to float rounding, less memory).
+        return_attention_scores: bool. If ``True`` return ``(output, attention)`` (the whole
+            map, never in blocks).
 
     Example:
     >>> layer = NonLocalBlock(reduction=2)
@@ -103,7 +107,8 @@ class NonLocalBlock(keras.layers.Layer):
             theta_x = theta_x * (1.0 / float(inter_channels) ** 0.5)
         # softmax(theta phi^T) g: (B, N, N) energies and soft-max in float32, the product
         # with g (B, N, C') in the compute dtype (convex weights: no overflow under float16)
-        result = softmax_attention(theta_x, phi_x, g_x, return_attention=return_attention_scores)
+        result = softmax_attention(theta_x, phi_x, g_x, return_attention=return_attention_scores,
+                                   blockwise=not training)
         y, attention = result if return_attention_scores else (result, None)
         y = ops.reshape(y, (-1, height, width, inter_channels))
         y = apply_batch_norm(self.norm_out, pointwise_conv(self.conv_out, y), training=training)

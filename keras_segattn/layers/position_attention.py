@@ -21,7 +21,9 @@ class PositionAttention(QueryKeyValueAttention):
         A = softmax(E, axis=keys)
         y = gamma * (A V) + x          (gamma: one learnable scalar, initialised to 0)
 
-    Memory is O(N^2): a 128x128 map needs a 1 GiB float32 energy matrix per image.
+    Memory is O(N^2): a 128x128 map needs a 1 GiB float32 energy matrix per image in
+    training. Inference computes the attention in blocks of query rows
+    (``softmax_attention(blockwise=True)``): about two 16 MiB blocks whatever the size.
 
     Reference: junfu1115/DANet @ ``b0a0fa008148f102321cdaa7ca38fb0ddd0239d1``,
     ``encoding/nn/da_att.py``, ``PAM_Module``. Weights port 1:1 with
@@ -39,7 +41,10 @@ class PositionAttention(QueryKeyValueAttention):
 
     Call arguments:
         inputs: ``(B, H, W, C)`` feature map.
-        return_attention_scores: bool. If ``True`` return ``(output, attention)``.
+        training: bool. Only memory depends on it: in inference (not true) the attention is
+            computed in blocks of query rows (same values up to float rounding).
+        return_attention_scores: bool. If ``True`` return ``(output, attention)`` (the whole
+            map, never in blocks).
 
     Example:
     >>> layer = PositionAttention(reduction=8)
@@ -50,7 +55,7 @@ class PositionAttention(QueryKeyValueAttention):
     # What keras_segattn.visualize draws for this layer.
     attention_kind = "position"
 
-    def call(self, inputs, return_attention_scores=False):
+    def call(self, inputs, training=None, return_attention_scores=False):
         shape = ops.shape(inputs)
         height, width, channels = shape[1], shape[2], shape[3]
         # (B, N, C'), (B, N, C') in float32; N = H*W row-major.
@@ -63,7 +68,7 @@ class PositionAttention(QueryKeyValueAttention):
         # the energies') runs in float16/bfloat16: each row of A holds convex weights.
         result = softmax_attention(
             query, key, lambda: self.flat_projection(self.value_conv, inputs, self.compute_dtype),
-            return_attention=return_attention_scores)
+            return_attention=return_attention_scores, blockwise=not training)
         context, attention = result if return_attention_scores else (result, None)
         context = ops.reshape(ops.cast(context, "float32"), (-1, height, width, channels))
         gamma = ops.cast(self.gamma, "float32")

@@ -1,7 +1,8 @@
 """``softmax_attention`` (the core of PAM, the non-local block and ISA): values and
 gradients against float64 NumPy on every backend, through the written-out gradient that
 TensorFlow and JAX use and through the plain expression (``return_attention=True``, and
-PyTorch's path); mixed precision; the layers' gradients equal those of the plain expression;
+PyTorch's path) and in blocks of queries (inference); mixed precision; the layers' gradients
+equal those of the plain expression, their inference outputs those of the whole map;
 ``release_logits`` drops the energies Keras' TensorFlow softmax keeps on its output.
 """
 
@@ -73,8 +74,10 @@ def value_and_gradients(fn, inputs, upstream):
     return y.detach(), [x.grad for x in inputs]
 
 
-def plain_softmax_attention(query, key, value, scale=None, return_attention=False):
-    """The plain expression (autodiff through it), the path ``return_attention`` takes."""
+def plain_softmax_attention(query, key, value, scale=None, return_attention=False,
+                            blockwise=False):
+    """The plain expression (autodiff through it), the path ``return_attention`` takes (the
+    whole map whatever ``blockwise``)."""
     result = _common.softmax_attention(query, key, value, scale, return_attention=True)
     return result if return_attention else result[0]
 
@@ -122,6 +125,76 @@ class TestSoftmaxAttention(TestCase):
                              ("d_value", d_value)):
             assert keras.backend.standardize_dtype(actual.dtype) == "float32" or name == "context"
             assert_allclose(actual, expected[name], atol=5e-2, rtol=2e-2, err_msg=name)
+
+
+class TestBlockwise(TestCase):
+    """Inference in blocks of query rows (``blockwise=True``), exercised at test sizes by
+    lowering the block size to a few rows."""
+
+    @pytest.mark.parametrize("scale", [None, 0.7])
+    def test_values_and_gradients_equal_the_float64_reference(self, scale, monkeypatch):
+        # B * M = 10 energies per query row: blocks of 3, 3, 1 rows... of the 7 queries
+        monkeypatch.setattr(_common, "ATTENTION_BLOCK_ELEMENTS", 3 * B * M)
+        query, key, value, upstream = arrays(7)
+        assert _common._query_blocks(query, key) == [(0, 3), (3, 6), (6, 7)]
+        expected = reference(query, key, value, upstream, scale)
+        context, (d_query, d_key, d_value) = value_and_gradients(
+            lambda q, k, v: _common.softmax_attention(q, k, v, scale, blockwise=True),
+            [query, key, value], upstream)
+        for name, actual in (("context", context), ("d_query", d_query), ("d_key", d_key),
+                             ("d_value", d_value)):
+            assert_allclose(actual, expected[name], atol=1e-5, rtol=1e-5, err_msg=name)
+        # a callable value, and half precision: the product in the value's dtype
+        context = _common.softmax_attention(
+            query, key, lambda: keras.ops.cast(value, "bfloat16"), scale, blockwise=True)
+        assert keras.backend.standardize_dtype(context.dtype) == "bfloat16"
+        assert_allclose(keras.ops.cast(context, "float32"), expected["context"], atol=3e-2,
+                        rtol=2e-2)
+
+    def test_query_blocks(self, monkeypatch):
+        class Shaped:
+            def __init__(self, *shape):
+                self.shape = shape
+
+        monkeypatch.setattr(_common, "ATTENTION_BLOCK_ELEMENTS", 1000)
+        # 2 x 100 x 30 = 6000 energies: 6 equal blocks of 17 rows (the last 15), each at most
+        # 1000 energies plus one row
+        blocks = _common._query_blocks(Shaped(2, 100, 8), Shaped(2, 30, 8))
+        assert len(blocks) == 6 and blocks[0] == (0, 17) and blocks[-1] == (85, 100)
+        assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+        assert all((stop - start) * 2 * 30 <= 1000 + 2 * 30 for start, stop in blocks)
+        assert _common._query_blocks(Shaped(None, 100, 8), Shaped(None, 30, 8))[0] == (0, 34)
+        # one block suffices, or a size unknown (a traced function of variable size)
+        assert _common._query_blocks(Shaped(1, 30, 8), Shaped(1, 30, 8)) is None
+        assert _common._query_blocks(Shaped(1, None, 8), Shaped(1, 30, 8)) is None
+        assert _common._query_blocks(Shaped(1, 100, 8), Shaped(1, None, 8)) is None
+        # one row larger than a block: one row per block
+        assert len(_common._query_blocks(Shaped(4, 3, 8), Shaped(4, 500, 8))) == 3
+
+    @pytest.mark.parametrize("name", ["PositionAttention", "NonLocalBlock",
+                                      "InterlacedSparseAttention"])
+    def test_layers_infer_in_blocks_with_the_same_outputs(self, name, monkeypatch):
+        module, make = LAYERS[name]
+        layer = make()
+        x = np.random.default_rng(8).normal(size=(2, 6, 5, 8)).astype("float32")
+        layer.build(x.shape)
+        rng = np.random.default_rng(9)
+        for weight in layer.trainable_weights:  # zero-initialised scales made non-zero
+            if not np.any(keras.ops.convert_to_numpy(weight)):
+                weight.assign(rng.uniform(0.5, 1.0, size=tuple(weight.shape)))
+        whole = keras.ops.convert_to_numpy(layer(x, training=False))
+        monkeypatch.setattr(_common, "ATTENTION_BLOCK_ELEMENTS", 40)
+        used = []
+        query_blocks = _common._query_blocks
+        monkeypatch.setattr(_common, "_query_blocks",
+                            lambda q, k: used.append(query_blocks(q, k)) or used[-1])
+        blocked = keras.ops.convert_to_numpy(layer(x, training=False))
+        assert any(blocks and len(blocks) > 1 for blocks in used), used
+        assert_allclose(blocked, whole, atol=1e-5, rtol=1e-5)
+        # training: the whole map, through the written-out gradient
+        used.clear()
+        layer(x, training=True)
+        assert used == []
 
 
 LAYERS = {
