@@ -29,7 +29,7 @@ class Conv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` without the channels-first copies on the torch backend.
 
     Our backbone graphs (``resnet*_v1c`` and the KerasHub- and KerasCV-layout dilated ResNets)
-    use it. See the module docstring for the maths of the padding and when Keras' own path is
+    and ``ConvBNAct`` (the heads' k x k convolutions) use it. See the module docstring for the maths of the padding and when Keras' own path is
     taken.
 
     Example:

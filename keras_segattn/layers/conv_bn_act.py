@@ -10,6 +10,7 @@ import keras
 from keras_segattn import convert
 from keras_segattn.layers._common import pointwise_conv
 from keras_segattn.layers.batch_norm import apply_batch_norm
+from keras_segattn.layers.conv import Conv2D
 
 _ACTIVATIONS = ("relu", "leaky_relu", None)
 
@@ -68,7 +69,8 @@ class ConvBNAct(keras.layers.Layer):
         self.negative_slope = float(negative_slope)
         self.epsilon = float(epsilon)
         self.momentum = float(momentum)
-        self.conv = keras.layers.Conv2D(
+        # Our Conv2D: Keras' layer, convolving the channels-last view directly on torch.
+        self.conv = Conv2D(
             self.filters,
             self.kernel_size,
             strides=self.strides,

@@ -132,12 +132,18 @@ class TestApplyBatchNorm(TestCase):
         moved = keras.ops.convert_to_numpy(ours.moving_variance) - twin_norms(4)[0].get_weights()[3]
         assert np.abs(moved).max() > 1e-2
 
-    def test_conv_bn_act_matches_a_plain_keras_stack(self):
-        """ConvBNAct (1x1 conv as a matmul + the BN adapter) == Conv2D + BN + ReLU."""
+    @pytest.mark.parametrize("kernel_size, dilation_rate", [(1, 1), (3, 2)])
+    def test_conv_bn_act_matches_a_plain_keras_stack(self, kernel_size, dilation_rate):
+        """ConvBNAct (1x1 conv as a matmul, k x k through our Conv2D, + the BN adapter) ==
+        Keras' Conv2D + BN + ReLU."""
+        from keras_segattn.layers import Conv2D
+
         x = np.random.default_rng(3).normal(size=(2, 6, 5, 4)).astype("float32")
-        block = ConvBNAct(3, 1)
+        block = ConvBNAct(3, kernel_size, dilation_rate=dilation_rate)
         block.build(x.shape)
-        conv = keras.layers.Conv2D(3, 1, use_bias=False)
+        assert type(block.conv) is Conv2D
+        conv = keras.layers.Conv2D(3, kernel_size, dilation_rate=dilation_rate, padding="same",
+                                   use_bias=False)
         conv.build(x.shape)
         norm = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
         norm.build((None, None, None, 3))
