@@ -6,6 +6,8 @@ from keras import ops
 from keras_segattn.layers._checks import input_channels
 from keras_segattn.layers._common import release_logits
 
+_SMALLEST_NORMAL = 1.1754944e-38  # float32
+
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
 class ChannelAttention(keras.layers.Layer):
@@ -27,7 +29,12 @@ class ChannelAttention(keras.layers.Layer):
 
     Reference: junfu1115/DANet @ ``b0a0fa008148f102321cdaa7ca38fb0ddd0239d1``,
     ``encoding/nn/da_att.py``, ``CAM_Module`` (state-dict key ``gamma``). Deviations:
-    none. The C x C energies grow with H*W, so they and the softmax are computed in
+    none in the maths. ``gamma A`` is flushed to zero below float32's smallest normal number
+    (1.18e-38) before the product with ``X``: ``softmax(-E)`` over energies that differ by
+    thousands leaves most entries 0 and a few percent subnormal, and a CPU multiplying
+    subnormal operands without flush-to-zero (PyTorch's default; TensorFlow and XLA flush)
+    takes a slow path for each: the product ran 8-20x slower on an Intel Xeon (measured in
+    ``benchmarks/RESULTS.md``). The change to any output is below 1e-37. The C x C energies grow with H*W, so they and the softmax are computed in
     float32 under mixed precision (float16 would overflow on large maps); the product
     ``A X`` runs in the compute dtype.
 
@@ -71,8 +78,11 @@ class ChannelAttention(keras.layers.Layer):
         # stop it rather than back-propagate through the max (an arg-max mask on torch).
         energy_new = ops.stop_gradient(ops.max(energy, axis=-1, keepdims=True)) - energy
         attention = release_logits(ops.softmax(energy_new, axis=-1))
-        # gamma * (A X) = (gamma A) X: scale the C x C map, not the N x C product.
-        scaled = ops.cast(ops.cast(self.gamma, "float32") * attention, self.compute_dtype)
+        # gamma * (A X) = (gamma A) X: scale the C x C map, not the N x C product; flush the
+        # subnormal entries to zero (see the docstring: a slow path per subnormal operand).
+        scaled = ops.cast(self.gamma, "float32") * attention
+        scaled = ops.where(ops.abs(scaled) < _SMALLEST_NORMAL, 0.0, scaled)
+        scaled = ops.cast(scaled, self.compute_dtype)
         # out[i, n] = sum_j gamma A[i, j] X[j, n]:  (B, N, C) @ (B, C, C)^T -> (B, N, C), in
         # the compute dtype (A's rows are convex weights: no overflow under float16).
         flat_input = ops.reshape(ops.cast(inputs, self.compute_dtype), (-1, height * width,

@@ -57,6 +57,31 @@ class TestChannelAttention(TestCase):
             numeric = (loss(x + step * direction) - loss(x - step * direction)) / (2 * step)
             np.testing.assert_allclose(np.sum(grad * direction), numeric, rtol=1e-4)
 
+    def test_subnormal_attention_weights_flushed_without_changing_the_output(self):
+        """Energies that differ by ~85-105 leave softmax weights between 1e-46 and 1e-37:
+        subnormal in float32 (the reference keeps them, the layer flushes gamma * A to zero
+        before the product). Outputs and input gradient still equal the float64 reference
+        (whose subnormal terms are far below float32 resolution) and finite differences."""
+        rng = np.random.default_rng(7)
+        # channel c has norm^2 ~ 85 + 2.5 c over 4 positions: E[i, j] spans ~ +-100
+        scales = np.sqrt(np.linspace(85, 105, 8) / 4)
+        x = (scales * np.sign(rng.normal(size=(1, 2, 2, 8)))).astype("float32")
+        _, att64 = numpy_cam(x, 1.0)
+        subnormal = (att64 > 0) & (att64 < 1.1754944e-38)
+        assert subnormal.sum() >= 4  # the regime this test is about
+        layer = ChannelAttention()
+        layer(x)
+        layer.gamma.assign(np.array([0.7], "float32"))
+        y, grad = values_and_input_gradient(layer, x)
+        self.assertAllClose(y, numpy_cam(x, 0.7)[0], atol=1e-4, rtol=1e-5)
+        w = np.random.default_rng(5).normal(size=x.shape)
+        direction = np.random.default_rng(11).normal(size=x.shape)
+        step = 1e-3
+        numeric = (np.sum(numpy_cam(x + step * direction, 0.7)[0] * w)
+                   - np.sum(numpy_cam(x - step * direction, 0.7)[0] * w)) / (2 * step)
+        grad = np.asarray(keras.ops.convert_to_numpy(grad), "float64")
+        np.testing.assert_allclose(np.sum(grad * direction), numeric, rtol=1e-3)
+
     def test_scores_in_functional_model(self):
         x = np.random.default_rng(2).normal(size=(2, 7, 5, 6)).astype("float32")
         inputs = keras.Input((None, None, 6))
