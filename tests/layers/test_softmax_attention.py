@@ -151,6 +151,30 @@ class TestBlockwise(TestCase):
         assert_allclose(keras.ops.cast(context, "float32"), expected["context"], atol=3e-2,
                         rtol=2e-2)
 
+    @pytest.mark.skipif(keras.backend.backend() == "torch", reason="eager on torch")
+    def test_compiled_blocks(self, monkeypatch):
+        """Traced with static sizes (XLA on TensorFlow, ``jax.jit``) the blocks unroll; a
+        TensorFlow function of unknown size computes the whole map."""
+        monkeypatch.setattr(_common, "ATTENTION_BLOCK_ELEMENTS", 3 * B * M)
+        query, key, value, upstream = arrays(8)
+        expected = reference(query, key, value, upstream, 0.5)["context"]
+
+        def attend(q, k, v):
+            return _common.softmax_attention(q, k, v, 0.5, blockwise=True)
+
+        if keras.backend.backend() == "jax":
+            import jax
+
+            assert_allclose(jax.jit(attend)(query, key, value), expected, atol=1e-5, rtol=1e-5)
+            return
+        import tensorflow as tf
+
+        compiled = tf.function(attend, jit_compile=True)
+        assert_allclose(compiled(query, key, value), expected, atol=1e-5, rtol=1e-5)
+        unknown = tf.function(attend, input_signature=[tf.TensorSpec((None, None, D))] * 2
+                              + [tf.TensorSpec((None, None, C))])
+        assert_allclose(unknown(query, key, value), expected, atol=1e-5, rtol=1e-5)
+
     def test_query_blocks(self, monkeypatch):
         class Shaped:
             def __init__(self, *shape):
