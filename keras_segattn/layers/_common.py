@@ -230,11 +230,13 @@ def softmax_attention(query, key, value, scale=None, return_attention=False, blo
 def _query_blocks(query, key):
     """``[(start, stop), ...]``: equal blocks of the ``N`` queries whose energies hold at most
     ``ATTENTION_BLOCK_ELEMENTS`` floats each, or ``None`` (one block suffices, or ``N`` or
-    ``M`` is unknown). An unknown batch size counts as 1."""
+    ``M`` is unknown or symbolic). An unknown batch size counts as 1."""
     batch, positions, keys = query.shape[0], query.shape[1], key.shape[1]
-    if positions is None or keys is None:
+    # Python ints only: not None (TensorFlow), and not JAX's symbolic dimensions (Keras
+    # infers output shapes with them), whose comparison with a number may be undecidable.
+    if not isinstance(positions, int) or not isinstance(keys, int):
         return None
-    row_elements = (batch or 1) * keys
+    row_elements = (batch if isinstance(batch, int) else 1) * keys
     if positions * row_elements <= ATTENTION_BLOCK_ELEMENTS:
         return None
     count = -(-positions * row_elements // ATTENTION_BLOCK_ELEMENTS)  # ceil

@@ -192,6 +192,18 @@ class TestBlockwise(TestCase):
         assert _common._query_blocks(Shaped(1, 30, 8), Shaped(1, 30, 8)) is None
         assert _common._query_blocks(Shaped(1, None, 8), Shaped(1, 30, 8)) is None
         assert _common._query_blocks(Shaped(1, 100, 8), Shaped(1, None, 8)) is None
+
+        class Symbolic:  # like JAX's symbolic dimensions: no decidable comparison
+            def __mul__(self, other):
+                return self
+
+            __rmul__ = __mul__
+
+            def __le__(self, other):
+                raise TypeError("inconclusive")
+
+        assert _common._query_blocks(Shaped(1, Symbolic(), 8), Shaped(1, Symbolic(), 8)) is None
+        assert _common._query_blocks(Shaped(Symbolic(), 100, 8), Shaped(Symbolic(), 30, 8))[0] == (0, 34)
         # one row larger than a block: one row per block
         assert len(_common._query_blocks(Shaped(4, 3, 8), Shaped(4, 500, 8))) == 3
 
