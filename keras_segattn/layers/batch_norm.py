@@ -102,6 +102,14 @@ def _fused_kernel(norm, x):
     return _tensorflow_batch_norm if len(x.shape) == 4 else None
 
 
+def _update_moving_statistics(norm, mean, biased_variance):
+    """Keras' update: ``moving = moving * momentum + batch * (1 - momentum)``."""
+    momentum = norm.momentum
+    norm.moving_mean.assign(norm.moving_mean.value * momentum + mean * (1.0 - momentum))
+    norm.moving_variance.assign(
+        norm.moving_variance.value * momentum + biased_variance * (1.0 - momentum))
+
+
 def _torch_batch_norm(norm, x, use_batch_statistics):
     import torch
 
@@ -124,10 +132,7 @@ def _torch_batch_norm(norm, x, use_batch_statistics):
                              norm.epsilon, torch.backends.cudnn.enabled)
         count = x32.numel() // x32.shape[-1]
         variance = variance * ((count - 1) / count) if count > 1 else torch.zeros_like(variance)
-        momentum = norm.momentum
-        norm.moving_mean.assign(norm.moving_mean.value * momentum + mean * (1.0 - momentum))
-        norm.moving_variance.assign(
-            norm.moving_variance.value * momentum + variance * (1.0 - momentum))
+        _update_moving_statistics(norm, mean, variance)
     else:
         y = torch.batch_norm(channels_first, weight, bias, norm.moving_mean.value,
                              norm.moving_variance.value, False, 0.0, norm.epsilon,
@@ -157,10 +162,7 @@ def _tensorflow_batch_norm(norm, x, use_batch_statistics):
         # (0 for one value per channel); Keras' update uses the biased one, (n - 1) / n of it.
         count = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
         variance = variance * ((count - 1.0) / tf.maximum(count, 1.0))
-        momentum = norm.momentum
-        norm.moving_mean.assign(norm.moving_mean * momentum + mean * (1.0 - momentum))
-        norm.moving_variance.assign(
-            norm.moving_variance * momentum + variance * (1.0 - momentum))
+        _update_moving_statistics(norm, mean, variance)
     else:
         y = tf.raw_ops.FusedBatchNormV3(
             x=x, scale=scale, offset=offset, mean=tf.convert_to_tensor(norm.moving_mean),
