@@ -24,10 +24,12 @@ Measured per layer, size and engine (batch 1, float32, ``--channels`` channels, 
   minus those held before it, where the engine's allocator can say (TensorFlow: the
   requested bytes of the allocation and deallocation events its profiler records,
   ``tf.profiler.experimental``; PyTorch, ours and official alike: the allocation and free
-  events of ``torch.profiler(profile_memory=True)``); on JAX, whose CPU client keeps no statistics,
-  the peak RSS of the worker during the call minus its RSS just before
-  (``/proc/self/clear_refs`` resets the peak; freed memory is returned with ``malloc_trim``
-  first). The RSS peak is recorded for PyTorch too (``first_rss`` / ``steady_rss``): it
+  events of ``torch.profiler(profile_memory=True)``; JAX ``jax.jit``: the buffers XLA's
+  buffer assignment allocates for a call, temporaries plus outputs, from the compiled
+  executable's ``memory_analysis()``, the same for the first and later calls); for eager JAX,
+  whose CPU client keeps no statistics, the peak RSS of the worker during the call minus its
+  RSS just before (``/proc/self/clear_refs`` resets the peak; freed memory is returned with
+  ``malloc_trim`` first), which also counts the compiler's memory on a first call. The RSS peak is recorded for PyTorch too (``first_rss`` / ``steady_rss``): it
   adds glibc's heap behaviour (freed 18 MiB blocks kept or returned, depending on what the
   process freed before), which moves it by tens of MiB between identical calls.
 
@@ -257,6 +259,19 @@ def _tensorflow_allocation_peak(fn):
     return measured, peak
 
 
+def _xla_buffer_peak(jitted, *args):
+    """Live bytes of one call of a ``jax.jit`` function: XLA's buffer assignment, i.e. its
+    temporaries plus its outputs (not aliasing an argument), from the compiled executable.
+
+    XLA on the CPU allocates exactly these buffers for a call, so this is the same quantity as
+    PyTorch's and TensorFlow's allocation-event peaks. JAX has no allocation statistics on the
+    CPU; its process RSS (kept in the JSON as ``rss``) also counts the compiler's memory on the
+    first call and what the allocator keeps after a call.
+    """
+    stats = jitted.lower(*args).compile().memory_analysis()
+    return stats.temp_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+
+
 def _cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -414,6 +429,10 @@ class KerasRunner:
         def ready(result):
             return jax.block_until_ready(result)
 
+        self.buffer_peaks = {
+            "fwd jit": lambda: _xla_buffer_peak(compiled_forward, trainable, x),
+            "fwd+bwd jit": lambda: _xla_buffer_peak(compiled_gradient, trainable, x),
+        }
         return {
             "fwd": lambda: ready(self._apply(layer, x, False)),
             "fwd+bwd": lambda: ready(gradient(trainable, x))[1],
@@ -513,6 +532,11 @@ def handle(runner, command):
         fn = runner.functions[command["mode"]]
         if command.get("memory"):
             y, seconds, cpu, peak, rss = measure_peak(fn)
+            buffer_peaks = getattr(runner, "buffer_peaks", {})
+            if command["mode"] in buffer_peaks:  # jax.jit: XLA's buffer assignment
+                if callable(buffer_peaks[command["mode"]]):  # compiled once per case
+                    buffer_peaks[command["mode"]] = buffer_peaks[command["mode"]]()
+                peak = buffer_peaks[command["mode"]]
         else:
             y, seconds, cpu = timed(fn)
             peak = rss = None
@@ -524,6 +548,7 @@ def handle(runner, command):
     if op == "release":
         runner.functions = {}
         runner.layer = runner.module = None
+        runner.buffer_peaks = {}
         _release_memory()
         return {"ok": True}
     raise ValueError(f"unknown op {op!r}")
@@ -777,9 +802,10 @@ def markdown(results):
                              + f" | {rate} | {first} |")
     lines += ["", "## Peak memory of a call (MiB): first call / steady state", "",
               "Peak of the bytes in live tensors during the call minus those live before it, "
-              "from the allocator (TensorFlow: its CPU allocator's statistics; official and "
-              "torch: PyTorch's allocation events); JAX (no allocator statistics on CPU): peak "
-              "RSS during the call minus the RSS before it.", ""]
+              "(TensorFlow: the requested bytes of its profiler's allocation events; official "
+              "and torch: PyTorch's allocation events; `jax.jit`: XLA's buffer assignment, "
+              "temporaries plus outputs). Eager JAX (no allocator statistics on CPU): peak RSS "
+              "during the call minus the RSS before it, compiler memory included.", ""]
     lines += _memory_table(cases, sizes, table, records, "peak")
     if any(r.get("first_rss") is not None for r in records if r["engine"] in ("official", "torch")):
         lines += ["", "## Peak RSS of a call, PyTorch engines (MiB): first call / steady state", "",

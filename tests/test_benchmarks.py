@@ -108,3 +108,26 @@ def test_train_step_benchmark_counts_flops(tmp_path):
     assert row["backend"] == BACKEND and row["size"] == 16
     assert row["step_ms"] > 0 and row["infer_ms"] > 0 and row["matmul_peak_gflops"] > 0
     assert "| jax | default | 16 |" in proc.stdout and "%" in proc.stdout
+
+@pytest.mark.skipif(BACKEND != "jax", reason="XLA's buffer assignment through jax.jit")
+def test_jax_jit_peak_is_xla_buffer_assignment():
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import layer_benchmark
+    finally:
+        sys.path.pop(0)
+    x = jnp.ones((1024, 1024))  # the argument: live before the call, not counted
+
+    def two_products(x):
+        # exp(x) @ x (4 MiB) must be live while it multiplies sin(x): one temporary of at
+        # least 4 MiB, and the 4 MiB output.
+        return (jnp.exp(x) @ x) @ jnp.sin(x)
+
+    peak = layer_benchmark._xla_buffer_peak(jax.jit(two_products), x)
+    assert 8 * 2**20 <= peak <= 12 * 2**20 + 4096
+    # A sum's output is 4 bytes; it needs its product (4 MiB) as a temporary.
+    peak = layer_benchmark._xla_buffer_peak(jax.jit(lambda x: jnp.sum(two_products(x))), x)
+    assert 4 * 2**20 <= peak <= 8 * 2**20 + 4096

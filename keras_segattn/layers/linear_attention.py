@@ -176,10 +176,15 @@ class LinearChannelAttention(keras.layers.Layer):
         denominator = ops.cast(num_positions, "float32") + ops.einsum(
             "bnc,bn->bc", normed, position_sum
         )
-        # (B, N, C) x (B, N, C') -> (B, C, C')
-        matrix = ops.einsum("bnc,bnd->bcd", flat, normed)
-        # (B, C, C') x (B, N, C') -> (B, N, C)
-        numerator = value_sum + ops.einsum("bcd,bnd->bnc", matrix, normed)
+        # matrix[c', c] = sum_n normed[n, c'] x[n, c]: (B, N, C') x (B, N, C) -> (B, C', C).
+        # In this operand order PyTorch hands the transposed (N-major) gradient of the
+        # product to ``normed``, and the gradients summed into ``flat`` (five uses) all arrive
+        # contiguous. The order "bnc,bnd->bcd" gave ``flat`` the transposed one, and each
+        # accumulation into it became a strided copy (forward+backward at 64x64x512 on
+        # torch: 88 -> 67 ms; the official module 80 ms). TensorFlow and JAX are unaffected.
+        matrix = ops.einsum("bnd,bnc->bdc", normed, flat)
+        # (B, N, C') x (B, C', C) -> (B, N, C)
+        numerator = value_sum + ops.einsum("bnd,bdc->bnc", normed, matrix)
         # gamma * numerator / denominator, with gamma folded into the (B, 1, C) factor.
         gamma = ops.cast(self.gamma, "float32")
         context = numerator * ops.expand_dims(gamma / denominator, 1)

@@ -94,3 +94,16 @@ class TestConv2D(TestCase):
         assert type(restored.get_layer("conv")) is Conv2D
         assert restored.get_layer("conv").get_config() == plain.get_layer("conv").get_config()
         self.assertAllClose(restored(x), ours(x), atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch path's weight layout")
+def test_torch_weight_is_the_kernel_in_channels_last_memory():
+    import torch
+
+    kernel = torch.from_numpy(np.random.default_rng(1).normal(size=(3, 5, 4, 6)).astype("float32"))
+    weight = Conv2D._channels_last_weight(kernel)
+    # PyTorch's (C_out, C_in, kh, kw) weight, the same values as the plain permutation ...
+    np.testing.assert_array_equal(weight.numpy(), kernel.permute(3, 2, 0, 1).numpy())
+    # ... already in the channels-last memory oneDNN takes (no copy inside the convolution).
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not kernel.permute(3, 2, 0, 1).is_contiguous(memory_format=torch.channels_last)
