@@ -26,10 +26,13 @@ Measured per layer, size and engine (batch 1, float32, ``--channels`` channels, 
   ``tf.profiler.experimental``; PyTorch, ours and official alike: the allocation and free
   events of ``torch.profiler(profile_memory=True)``; JAX ``jax.jit``: the buffers XLA's
   buffer assignment allocates for a call, temporaries plus outputs, from the compiled
-  executable's ``memory_analysis()``, the same for the first and later calls); for eager JAX,
-  whose CPU client keeps no statistics, the peak RSS of the worker during the call minus its
-  RSS just before (``/proc/self/clear_refs`` resets the peak; freed memory is returned with
-  ``malloc_trim`` first), which also counts the compiler's memory on a first call. The RSS peak is recorded for PyTorch too (``first_rss`` / ``steady_rss``): it
+  executable's ``memory_analysis()``, the same for the first and later calls; a lower bound
+  where XLA hands a fusion to a kernel library with its own scratch, so the RSS is kept
+  beside it); for eager JAX, whose CPU client keeps no statistics, the peak RSS of the
+  worker during the call minus its RSS just before (``/proc/self/clear_refs`` resets the
+  peak; freed memory is returned with ``malloc_trim`` first), which also counts the
+  compiler's memory on a first call. The RSS peak is recorded for PyTorch and JAX ``jit``
+  too (``first_rss`` / ``steady_rss``): it
   adds glibc's heap behaviour (freed 18 MiB blocks kept or returned, depending on what the
   process freed before), which moves it by tens of MiB between identical calls.
 
@@ -263,10 +266,12 @@ def _xla_buffer_peak(jitted, *args):
     """Live bytes of one call of a ``jax.jit`` function: XLA's buffer assignment, i.e. its
     temporaries plus its outputs (not aliasing an argument), from the compiled executable.
 
-    XLA on the CPU allocates exactly these buffers for a call, so this is the same quantity as
-    PyTorch's and TensorFlow's allocation-event peaks. JAX has no allocation statistics on the
-    CPU; its process RSS (kept in the JSON as ``rss``) also counts the compiler's memory on the
-    first call and what the allocator keeps after a call.
+    XLA on the CPU allocates these buffers for a call: the quantity PyTorch's and TensorFlow's
+    allocation-event peaks measure. It is a lower bound where XLA hands a fusion to a kernel
+    library (``__ynn_fusion``, e.g. a matmul-softmax-matmul chain): the library's own scratch
+    is not in the buffer assignment. JAX has no allocation statistics on the CPU; its process
+    RSS (kept in the JSON as ``rss``) counts that scratch, and also the compiler's memory on
+    the first call and what the allocator keeps after a call.
     """
     stats = jitted.lower(*args).compile().memory_analysis()
     return stats.temp_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
@@ -804,14 +809,20 @@ def markdown(results):
               "Peak of the bytes in live tensors during the call minus those live before it, "
               "(TensorFlow: the requested bytes of its profiler's allocation events; official "
               "and torch: PyTorch's allocation events; `jax.jit`: XLA's buffer assignment, "
-              "temporaries plus outputs). Eager JAX (no allocator statistics on CPU): peak RSS "
-              "during the call minus the RSS before it, compiler memory included.", ""]
+              "temporaries plus outputs, a lower bound where XLA hands a fusion to a kernel "
+              "library that allocates its own scratch: compare the RSS table below). Eager JAX "
+              "(no allocator statistics on CPU): peak RSS during the call minus the RSS before "
+              "it, compiler memory included.", ""]
     lines += _memory_table(cases, sizes, table, records, "peak")
-    if any(r.get("first_rss") is not None for r in records if r["engine"] in ("official", "torch")):
-        lines += ["", "## Peak RSS of a call, PyTorch engines (MiB): first call / steady state", "",
+    rss_engines = ("official", "jax", "torch")
+    if any(r.get("first_rss") is not None for r in records if r["engine"] in rss_engines):
+        lines += ["", "## Peak RSS of a call, PyTorch and JAX engines (MiB): first call / steady "
+                  "state", "",
                   "The same calls' peak RSS minus the RSS before them: the tensors above plus "
-                  "glibc's heap behaviour (freed blocks kept or returned).", ""]
-        lines += _memory_table(cases, sizes, table, records, "rss", engines=("official", "torch"))
+                  "glibc's heap behaviour (freed blocks kept or returned), and on JAX the "
+                  "compiler's memory in a first call and the scratch of the kernels XLA calls.",
+                  ""]
+        lines += _memory_table(cases, sizes, table, records, "rss", engines=rss_engines)
     errors = [r for r in records if r.get("error")]
     if errors:
         lines += ["", "## Failed measurements", ""]
