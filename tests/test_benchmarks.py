@@ -23,6 +23,16 @@ def run(script, *arguments):
     return proc
 
 
+def import_layer_benchmark():
+    """``benchmarks/layer_benchmark.py`` as a module (the benchmarks are scripts, not a package)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import layer_benchmark
+    finally:
+        sys.path.pop(0)
+    return layer_benchmark
+
+
 def test_layer_benchmark_dry_run(tmp_path):
     run("layer_benchmark.py", "--dry-run", "--backends", BACKEND, "--layers", "pam", "isa",
         "--out", str(tmp_path))
@@ -50,11 +60,7 @@ def test_layer_benchmark_dry_run(tmp_path):
 
 def test_torch_allocation_peak_is_the_peak_of_live_tensor_bytes():
     torch = pytest.importorskip("torch")
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import layer_benchmark
-    finally:
-        sys.path.pop(0)
+    layer_benchmark = import_layer_benchmark()
     before = torch.zeros(256, 1024)  # live before the call: not counted
 
     def call():
@@ -75,11 +81,7 @@ def test_tensorflow_allocation_peak_is_the_peak_of_live_tensor_bytes():
     import numpy as np
     import tensorflow as tf
 
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import layer_benchmark
-    finally:
-        sys.path.pop(0)
+    layer_benchmark = import_layer_benchmark()
     before = tf.constant(np.ones((256, 1024), "float32"))  # live before the call: not counted
 
     def call():
@@ -109,16 +111,13 @@ def test_train_step_benchmark_counts_flops(tmp_path):
     assert row["step_ms"] > 0 and row["infer_ms"] > 0 and row["matmul_peak_gflops"] > 0
     assert "| jax | default | 16 |" in proc.stdout and "%" in proc.stdout
 
+
 @pytest.mark.skipif(BACKEND != "jax", reason="XLA's buffer assignment through jax.jit")
 def test_jax_jit_peak_is_xla_buffer_assignment():
     import jax
     import jax.numpy as jnp
 
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import layer_benchmark
-    finally:
-        sys.path.pop(0)
+    layer_benchmark = import_layer_benchmark()
     x = jnp.ones((1024, 1024))  # the argument: live before the call, not counted
 
     def two_products(x):
