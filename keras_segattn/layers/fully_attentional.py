@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import rank4_channels
-from keras_segattn.layers._common import release_logits
+from keras_segattn.layers._common import softmax_keeping_output
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 
@@ -85,15 +85,13 @@ class FullyAttentional(keras.layers.Layer):
         dtype = self.compute_dtype
         x_cols = ops.transpose(x32, (0, 2, 3, 1))  # (B, W, C, H)
         # Column branch: (B, W, C, H) @ (B, 1, H, C') -> (B, W, C, C'), softmax over C'.
-        att_cols = release_logits(
-            ops.softmax(ops.matmul(x_cols, ops.expand_dims(row_desc, 1)), axis=-1))
+        att_cols = softmax_keeping_output(ops.matmul(x_cols, ops.expand_dims(row_desc, 1)))
         # (B, W, C, C') @ (B, W, C', H) -> (B, W, C, H) -> (B, H, W, C)
         out_cols = ops.matmul(ops.cast(att_cols, dtype), ops.cast(x_cols, dtype))
         out_cols = ops.transpose(ops.cast(out_cols, "float32"), (0, 3, 1, 2))
         x_rows = ops.transpose(x32, (0, 1, 3, 2))  # (B, H, C, W)
         # Row branch: (B, H, C, W) @ (B, 1, W, C') -> (B, H, C, C'), softmax over C'.
-        att_rows = release_logits(
-            ops.softmax(ops.matmul(x_rows, ops.expand_dims(col_desc, 1)), axis=-1))
+        att_rows = softmax_keeping_output(ops.matmul(x_rows, ops.expand_dims(col_desc, 1)))
         # (B, H, C, C') @ (B, H, C', W) -> (B, H, C, W) -> (B, H, W, C)
         out_rows = ops.matmul(ops.cast(att_rows, dtype), ops.cast(x_rows, dtype))
         out_rows = ops.transpose(ops.cast(out_rows, "float32"), (0, 1, 3, 2))
