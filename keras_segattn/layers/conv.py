@@ -7,7 +7,8 @@ prefers) before it convolves: two copies of the input per call, and their two gr
 in the backward pass. PyTorch's convolution reads the NCHW *view* of an NHWC tensor as
 channels-last memory and writes its output the same way, so the view needs no copy at all.
 ``Conv2D.convolution_op`` calls ``torch.nn.functional.conv2d`` on that view with the layer's
-own kernel (``(kh, kw, C_in, C_out)`` viewed as ``(C_out, C_in, kh, kw)``), strides,
+own kernel (``(kh, kw, C_in, C_out)`` as a ``(C_out, C_in, kh, kw)`` weight in channels-last
+memory, made by one 2-D transpose, which oneDNN takes without a copy of its own), strides,
 dilations and groups.
 
 Keras' ``padding="same"`` pads ``total = max((ceil(n / s) - 1) * s + d * (k - 1) + 1 - n, 0)``
