@@ -42,6 +42,12 @@ products of the input with the output gradient, so here:
   channels: below that XLA's own gradient is as fast.
 
 Other strides, groups and every other backend use Keras' own ``convolution_op``.
+
+An input too small for the kernel (a ``valid`` window larger than the input) raises a one-line
+``ValueError`` on every backend once the layer is built: Keras checks this only while it builds
+the layer, and afterwards TensorFlow's oneDNN convolution returns an output of the input's size
+filled with garbage (a 2x2 input through a built 3x3 ``valid`` layer), JAX an error about an
+empty output and PyTorch a backend ``RuntimeError``.
 """
 
 import functools
@@ -65,6 +71,7 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
+        self._check_output_size(inputs.shape)
         backend = keras.backend.backend()
         if backend == "jax":
             outputs = self._jax_convolution(inputs, kernel)
@@ -111,6 +118,26 @@ class Conv2D(keras.layers.Conv2D):
             total = max((math.ceil(size / stride) - 1) * stride + rate * (kernel - 1) + 1 - size, 0)
             pairs.append((total // 2, total - total // 2))
         return tuple(pairs)
+
+    def _check_output_size(self, input_shape):
+        """Raise where a known spatial size is too small for the kernel (module docstring)."""
+        pairs = self._padding_pairs(input_shape)
+        if pairs is None:
+            return
+        output_size = [
+            (size + before + after - rate * (kernel - 1) - 1) // stride + 1
+            for size, (before, after), kernel, stride, rate in zip(
+                input_shape[1:3], pairs, self.kernel_size, self.strides, self.dilation_rate
+            )
+        ]
+        if min(output_size) <= 0:
+            raise ValueError(
+                f"Conv2D {self.name!r}: input of spatial size {input_shape[1]}x{input_shape[2]} "
+                f"is too small for its {self.kernel_size[0]}x{self.kernel_size[1]} kernel "
+                f"(dilation {tuple(self.dilation_rate)}, strides {tuple(self.strides)}, "
+                f"padding {self.padding!r}): the output would be "
+                f"{output_size[0]}x{output_size[1]}."
+            )
 
     def _symmetric_padding(self, input_shape):
         """Per-axis padding as PyTorch takes it, or ``None`` where PyTorch cannot take it."""

@@ -88,6 +88,31 @@ class TestConv2D(TestCase):
         self.assertAllClose(keras.ops.cast(y, "float32"), keras.ops.cast(theirs(x), "float32"),
                             atol=5e-2, rtol=5e-2)
 
+    @pytest.mark.parametrize(
+        "kwargs, small_shape, message",
+        [
+            (dict(filters=8, kernel_size=3), (1, 2, 2, 8), "2x2 is too small for its 3x3 kernel"),
+            # 64 channels: the tap-by-tap path on JAX
+            (dict(filters=64, kernel_size=3), (1, 2, 5, 64), "output would be 0x3"),
+            (dict(filters=64, kernel_size=3, dilation_rate=2), (1, 4, 4, 64),
+             r"dilation \(2, 2\).*output would be 0x0"),
+            (dict(filters=4, kernel_size=(1, 3), strides=2), (1, 3, 2, 4),
+             "output would be 2x0"),
+        ],
+    )
+    def test_too_small_input_for_a_built_layer_is_a_clear_error(self, kwargs, small_shape,
+                                                                message):
+        """Keras checks the output size only while it builds the layer; afterwards TensorFlow's
+        convolution returns garbage of the input's size (Keras' own layer, 2x2 through a 3x3
+        "valid" kernel), JAX an empty tensor on our tap path and PyTorch a backend error."""
+        layer = Conv2D(**kwargs)
+        layer(np.ones((1, 9, 9, small_shape[-1]), "float32"))
+        with pytest.raises(ValueError, match=message):
+            layer(np.ones(small_shape, "float32"))
+        # the smallest input that fits still convolves
+        fits = (1, 5, 5, small_shape[-1])
+        assert min(layer(np.ones(fits, "float32")).shape[1:3]) >= 1
+
     def test_keras_round_trip_and_weight_names(self, tmp_path):
         def graph(conv_class):
             inputs = keras.Input((None, None, 3))
