@@ -34,6 +34,25 @@ def pointwise_conv(conv, x, add_bias=True):
     return y
 
 
+def scale_by(x, factor, broadcast_axis):
+    """``x * factor`` for ``x`` ``(B, N, C)`` and ``factor`` ``(B, C)`` (``broadcast_axis=1``,
+    one factor per channel) or ``(B, N)`` (``broadcast_axis=2``, one per position).
+
+    On JAX the product is written as an ``einsum``. The gradient of a broadcast product with
+    respect to the factor is the sum of ``x * dy`` over the broadcast axis; XLA:CPU hands that
+    multiply-and-sum to YNNPACK as one fusion that runs 30-70x slower than the same sum as a
+    contraction (``jax.jit``, 1 x 4096 x 512, our 2-core CPU: 48 ms as ``sum(x * dy, axis=1)``,
+    1.4 ms as ``einsum("bnc,bnc->bc")``), which the ``einsum`` form's gradient is
+    (LinearChannelAttention's forward+backward at 64x64x512: 145 -> 116 ms). Elsewhere the
+    plain product: TensorFlow's XLA ran the ``einsum`` form slower (LinearChannelAttention's
+    forward+backward 108 -> 122-131 ms).
+    """
+    if keras.backend.backend() == "jax":
+        equation = {1: "bnc,bc->bnc", 2: "bnc,bn->bnc"}[broadcast_axis]
+        return ops.einsum(equation, x, factor)
+    return x * ops.expand_dims(factor, broadcast_axis)
+
+
 def pad_or_crop_axis(x, out_size, offset, axis):
     """``y[i] = x[i - offset]`` where ``0 <= i - offset < len(x)``, else 0, for ``i < out_size``.
 
@@ -192,6 +211,15 @@ def softmax_attention(query, key, value, scale=None, return_attention=False, blo
         dV = A^T dO,  dA = dO V^T,  dE = A * (dA - rowsum(A * dA)),
         dQ = scale * dE K,  dK = scale * dE^T Q
 
+    Where the value has fewer channels than there are keys (``C < M``: PAM, the non-local
+    block), ``rowsum(A * dA)_n = sum_m A_nm (dO_n . V_m) = dO_n . O_n`` is taken from the
+    context (an ``N x C`` product, as FlashAttention's backward does) instead of an ``N x M``
+    product and row sum: one ``N x M`` temporary fewer, and on JAX no multiply-and-sum of
+    ``N x M`` maps, which XLA:CPU fused into the ``dO V^T`` product as a YNNPACK fusion 1.5x
+    slower than the product alone (the non-local block's ``jax.jit`` forward+backward at
+    64x64x512: 459 -> 404 ms; TensorFlow ``GradientTape`` 457 -> 409 ms). ISA's groups have
+    ``M = 64`` keys and 512 value channels, so they keep ``rowsum(A * dA)``.
+
     Why the gradient is written out on TensorFlow and JAX: their automatic gradients hold
     more ``N x M`` maps at once than the official PyTorch modules, whose autograd keeps
     only ``A`` (PAM at 97x97x512, forward+backward, against the official module's 1411 MiB:
@@ -231,6 +259,11 @@ def softmax_attention(query, key, value, scale=None, return_attention=False, blo
     if callable(value):
         value = value()
 
+    # rowsum(A * dA) from the context where that is the smaller product (docstring)
+    num_keys, value_channels = key.shape[1], value.shape[-1]
+    row_sums_from_context = (isinstance(num_keys, int) and isinstance(value_channels, int)
+                             and value_channels < num_keys)
+
     @ops.custom_gradient
     def attend(query, key, value):
         context, attention = _softmax_attention(query, key, value, scale)
@@ -243,7 +276,13 @@ def softmax_attention(query, key, value, scale=None, return_attention=False, blo
             # (B, N, C) (B, M, C)^T -> (B, N, M); then dE = A * (dA - rowsum(A * dA)), each
             # step rebinding the name so that eager mode frees the previous map
             d_energy = ops.cast(ops.einsum("bnc,bmc->bnm", upstream, value), "float32")
-            d_energy = d_energy - ops.sum(attention * d_energy, axis=-1, keepdims=True)
+            if row_sums_from_context:
+                # rowsum(A * dA)_n = sum_m A_nm (dO_n . V_m) = dO_n . O_n: (B, N)
+                row_sums = ops.einsum("bnc,bnc->bn", ops.cast(upstream, "float32"),
+                                      ops.cast(context, "float32"))
+                d_energy = d_energy - ops.expand_dims(row_sums, -1)
+            else:
+                d_energy = d_energy - ops.sum(attention * d_energy, axis=-1, keepdims=True)
             d_energy = attention * d_energy
             if scale is not None:
                 d_energy = d_energy * scale

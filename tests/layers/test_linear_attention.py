@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.layers import LinearChannelAttention, LinearPositionAttention
-from keras_segattn.testing import TestCase
+from keras_segattn.testing import TestCase, values_and_input_gradient
 
 def _normalize(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -121,3 +121,45 @@ class TestLinearChannelAttention(TestCase):
             LinearChannelAttention()(np.ones((4, 8), "float32"))
         with pytest.raises(ValueError, match="eps must be a non-negative number"):
             LinearChannelAttention(eps="tiny")
+
+
+@pytest.mark.parametrize("which", ["position", "channel"])
+def test_gradients_equal_finite_differences_of_the_reference(which):
+    """Input and gamma gradients against central differences of the float64 NumPy formulas
+    above. The gamma-scaled context is ``scale_by`` (an ``einsum`` on JAX, whose gradient with
+    respect to the factor is a contraction): its gradient must stay the formula's."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 5, 4, 8)).astype("float32")
+    layer = LinearPositionAttention(reduction=2) if which == "position" else LinearChannelAttention()
+    layer(x)
+    gamma = 0.7
+    layer.gamma.assign(np.array([gamma], "float32"))
+
+    def reference(v, g):
+        if which == "position":
+            return numpy_position(v, layer, g, layer.eps)
+        return numpy_channel(v, g, layer.eps)
+
+    # input gradient of sum(y * w), w the helper's fixed output weights
+    _, grad = values_and_input_gradient(layer, x)
+    grad = np.asarray(keras.ops.convert_to_numpy(grad), "float64")
+    w = np.random.default_rng(5).normal(size=x.shape)
+    step = 1e-5
+    for seed in range(3):
+        direction = np.random.default_rng(10 + seed).normal(size=x.shape)
+        numeric = (np.sum(reference(x + step * direction, gamma) * w)
+                   - np.sum(reference(x - step * direction, gamma) * w)) / (2 * step)
+        np.testing.assert_allclose(np.sum(grad * direction), numeric, rtol=1e-4)
+
+    # gamma gradient of the mean squared error: one SGD step of rate 1 moves gamma by it
+    target = rng.normal(size=x.shape)
+
+    def mse(g):
+        return np.mean((reference(x, g) - target) ** 2)
+
+    numeric = (mse(gamma + step) - mse(gamma - step)) / (2 * step)
+    model = keras.Sequential([keras.Input(x.shape[1:]), layer])
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    model.train_on_batch(x, target.astype("float32"))
+    moved = gamma - float(keras.ops.convert_to_numpy(layer.gamma)[0])
+    np.testing.assert_allclose(moved, numeric, rtol=1e-4)

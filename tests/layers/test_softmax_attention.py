@@ -20,9 +20,9 @@ from keras_segattn.testing.test_case import TestCase, assert_allclose, values_an
 B, N, M, D, C = 2, 7, 5, 3, 4
 
 
-def arrays(seed=0):
+def arrays(seed=0, channels=C):
     rng = np.random.default_rng(seed)
-    shapes = ((B, N, D), (B, M, D), (B, M, C), (B, N, C))
+    shapes = ((B, N, D), (B, M, D), (B, M, channels), (B, N, channels))
     return [rng.normal(size=shape).astype("float32") for shape in shapes]
 
 
@@ -86,8 +86,10 @@ def plain_softmax_attention(query, key, value, scale=None, return_attention=Fals
 class TestSoftmaxAttention(TestCase):
     @pytest.mark.parametrize("scale", [None, 0.7])
     @pytest.mark.parametrize("path", ["default", "plain"])
-    def test_values_and_gradients_equal_the_float64_reference(self, scale, path):
-        query, key, value, upstream = arrays()
+    # C < M: the written-out gradient takes rowsum(A * dA) from the context; C > M: from A
+    @pytest.mark.parametrize("channels", [C, M + 1])
+    def test_values_and_gradients_equal_the_float64_reference(self, scale, path, channels):
+        query, key, value, upstream = arrays(channels=channels)
         expected = reference(query, key, value, upstream, scale)
         attend = _common.softmax_attention if path == "default" else plain_softmax_attention
         context, (d_query, d_key, d_value) = value_and_gradients(
