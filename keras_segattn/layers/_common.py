@@ -157,35 +157,6 @@ def release_logits(probabilities):
     return probabilities
 
 
-def softmax_keeping_output(energy):
-    """``softmax(energy, axis=-1)`` whose gradient keeps only its output on JAX.
-
-    JAX differentiates ``jax.nn.softmax`` through its expression, and the compiled backward
-    keeps ``exp(E - max)`` and its sums beside the soft-maxed map: two maps of the energies'
-    size where the official PyTorch modules keep one. Here the gradient is written out from
-    the output ``A`` alone, ``dE = A * (dA - rowsum(A * dA))``, as PyTorch's and TensorFlow's
-    softmax gradients do (FLANet at 97x97x512, ``jax.jit`` forward+backward buffer
-    assignment: 796 -> 528 MiB; the official module 658). On TensorFlow and torch, whose
-    softmax gradient already keeps only the output, this is ``ops.softmax``. Energies in
-    float32 (the attention layers' rule); the output has their dtype.
-    """
-    if keras.backend.backend() != "jax":
-        return release_logits(ops.softmax(energy, axis=-1))
-
-    @ops.custom_gradient
-    def softmax(energy):
-        attention = ops.softmax(energy, axis=-1)
-
-        def gradient(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            return attention * (upstream - ops.sum(attention * upstream, axis=-1, keepdims=True))
-
-        return attention, gradient
-
-    return softmax(energy)
-
-
 # Inference (``blockwise=True``) splits the queries into blocks whose energies hold at most
 # about this many floats per block (16 MiB in float32).
 ATTENTION_BLOCK_ELEMENTS = 2 ** 22

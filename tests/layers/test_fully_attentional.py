@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.layers import FullyAttentional
-from keras_segattn.testing import TestCase
+from keras_segattn.testing import TestCase, values_and_input_gradient
 
 class TestFullyAttentional(TestCase):
     def test_golden_flanet_fa(self, check_golden):
@@ -20,6 +20,30 @@ class TestFullyAttentional(TestCase):
         batched = keras.ops.convert_to_numpy(layer(x, training=False))
         for b in range(2):
             self.assertAllClose(batched[b:b + 1], layer(x[b:b + 1], training=False), atol=1e-5, rtol=1e-5)
+
+    @pytest.mark.parametrize("wrt", ["lines", "descriptors"])
+    def test_attend_through_softmax_attention_equals_the_plain_expression(self, wrt):
+        """The JAX path (``softmax_attention`` with the descriptors broadcast as keys, its
+        written-out gradient) against the plain expression, differentiated by the backend,
+        and the values against float64 NumPy."""
+        rng = np.random.default_rng(4)
+        lines = rng.normal(size=(2, 3, 5, 4)).astype("float32")  # (B, L, C, S)
+        descriptors = rng.normal(size=(2, 4, 5)).astype("float32")  # (B, S, C')
+        energy = lines.astype("float64") @ descriptors[:, None].astype("float64")
+        attention = np.exp(energy - energy.max(-1, keepdims=True))
+        attention /= attention.sum(-1, keepdims=True)
+        expected = attention @ lines.astype("float64")
+        results = {}
+        for written_out in (True, False):
+            def attend(x):
+                if wrt == "lines":
+                    return FullyAttentional._attend(x, descriptors, "float32", written_out)
+                return FullyAttentional._attend(lines, x, "float32", written_out)
+
+            results[written_out] = values_and_input_gradient(
+                attend, lines if wrt == "lines" else descriptors)
+            self.assertAllClose(results[written_out][0], expected, atol=1e-5, rtol=1e-5)
+        self.assertAllClose(results[True][1], results[False][1], atol=1e-5, rtol=1e-5)
 
     def test_layer_contract(self):
         x = np.random.default_rng(1).normal(size=(2, 9, 7, 16)).astype("float32")

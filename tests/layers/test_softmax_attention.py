@@ -3,8 +3,7 @@ gradients against float64 NumPy on every backend, through the written-out gradie
 TensorFlow and JAX use and through the plain expression (``return_attention=True``, and
 PyTorch's path) and in blocks of queries (inference); mixed precision; the layers' gradients
 equal those of the plain expression, their inference outputs those of the whole map;
-``release_logits`` drops the energies Keras' TensorFlow softmax keeps on its output;
-``softmax_keeping_output`` (FLANet's soft-max, written-out gradient on JAX) against float64.
+``release_logits`` drops the energies Keras' TensorFlow softmax keeps on its output.
 """
 
 import keras
@@ -335,17 +334,3 @@ class TestReleaseLogits(TestCase):
             _, attention = layer(x, return_attention_scores=True)
             assert not hasattr(attention, "_keras_logits"), type(layer).__name__
             assert tuple(attention.shape) == (1, 12, 12)
-
-
-def test_softmax_keeping_output_values_and_gradient_against_float64():
-    # Rows of very different scales (a saturated row included), softmax over the last axis.
-    energy = np.random.default_rng(3).normal(size=(2, 3, 4, 6)).astype("float32")
-    energy[0, 0, 0] *= 40.0
-    y, grad = values_and_input_gradient(_common.softmax_keeping_output, energy)
-    e = energy.astype("float64")
-    attention = np.exp(e - e.max(-1, keepdims=True))
-    attention /= attention.sum(-1, keepdims=True)
-    upstream = np.random.default_rng(5).normal(size=energy.shape)  # values_and_input_gradient's
-    expected_grad = attention * (upstream - (attention * upstream).sum(-1, keepdims=True))
-    assert_allclose(keras.ops.convert_to_numpy(y), attention, atol=1e-6)
-    assert_allclose(keras.ops.convert_to_numpy(grad), expected_grad, atol=1e-6)
