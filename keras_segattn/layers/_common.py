@@ -188,7 +188,8 @@ def softmax_attention(query, key, value, scale=None, return_attention=False, blo
     product and row sum: one ``N x M`` temporary fewer, and on JAX no multiply-and-sum of
     ``N x M`` maps, which XLA:CPU fused into the ``dO V^T`` product as a YNNPACK fusion 1.5x
     slower than the product alone (the non-local block's ``jax.jit`` forward+backward at
-    64x64x512: 459 -> 404 ms; TensorFlow ``GradientTape`` 457 -> 409 ms). ISA's groups have
+    64x64x512: 459 -> 404 ms with its initial weights, 444 -> 437 ms with the benchmark's;
+    TensorFlow ``GradientTape`` 457 -> 409 ms). ISA's groups have
     ``M = 64`` keys and 512 value channels, so they keep ``rowsum(A * dA)``.
 
     Why the gradient is written out on TensorFlow and JAX: their automatic gradients hold
