@@ -5,10 +5,13 @@ target: the torch training step within 2x of TensorFlow's).
     python benchmarks/train_step.py                          # default variant, 32/64/128 px
     python benchmarks/train_step.py --sizes 32 --variants default jit one_thread
     python benchmarks/train_step.py --sizes 16 --repeat 2 --warmup 1   # seconds; CI smoke run
+    python benchmarks/train_step.py --backbone resnet50_v1c --num-classes 19 --batch 2 \
+        --sizes 128 --repeat 4 --warmup 1   # DANet R-50-D8, the step quoted in RESULTS.md
 
 The model is what ``keras-segattn train`` builds without arguments (DANet on ``resnet_tiny``,
 OS8, 5 classes, the recipe's optimizer, losses and mIoU metric;
-``keras_segattn.training.build_model``). Per backend, variant and size (each in its own
+``keras_segattn.training.build_model``), or with ``--backbone`` / ``--num-classes`` (the
+trainer's options of the same names, e.g. ``resnet50_v1c``, randomly initialised). Per backend, variant and size (each in its own
 process): the median and minimum of ``--repeat`` ``train_on_batch`` calls after ``--warmup``
 (batch ``--batch``, square ``size`` crops) and likewise of ``predict_on_batch``; the first
 training step (compilation included); the ``--peak-size`` float32 matmul rate of that backend
@@ -43,21 +46,24 @@ VARIANTS = ("default", "eager", "jit", "flush_denormal", "one_thread")
 TORCH_ONLY = ("flush_denormal", "one_thread")
 
 
-def build(batch, size, variant="default"):
-    """The default run's compiled model and one batch of inputs and labels."""
+def build(batch, size, variant="default", backbone=None, num_classes=5):
+    """The run's compiled model (the default run's unless ``backbone`` / ``num_classes`` say
+    otherwise) and one batch of inputs and labels."""
     import keras
     import numpy as np
 
     from keras_segattn.training import TrainConfig, trainer
 
-    config = TrainConfig(num_classes=5, batch_size=batch, crop_size=(size, size)).validate()
+    options = {"backbone": backbone} if backbone else {}
+    config = TrainConfig(num_classes=num_classes, batch_size=batch, crop_size=(size, size),
+                         **options).validate()
     keras.utils.set_random_seed(0)
-    model = trainer.build_model(config, 5)
+    model = trainer.build_model(config, num_classes)
     if variant in ("eager", "jit"):
         model.compile(**trainer.recipe_arguments(config), jit_compile=variant == "jit")
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    y = rng.integers(0, 5, (batch, size, size)).astype("int32")
+    y = rng.integers(0, num_classes, (batch, size, size)).astype("int32")
     return model, x, y
 
 
@@ -72,7 +78,7 @@ def timings(fn, warmup, repeat):
     return 1e3 * statistics.median(times), 1e3 * min(times)
 
 
-def worker(variant, warmup, repeat, batch, size, peak_size):
+def worker(variant, warmup, repeat, batch, size, peak_size, backbone, num_classes):
     import keras
 
     backend = keras.backend.backend()
@@ -84,7 +90,7 @@ def worker(variant, warmup, repeat, batch, size, peak_size):
         import torch
 
         torch.set_num_threads(1)
-    model, x, y = build(batch, size, variant)
+    model, x, y = build(batch, size, variant, backbone, num_classes)
     start = time.perf_counter()
     model.train_on_batch(x, y)
     first = time.perf_counter() - start
@@ -94,17 +100,18 @@ def worker(variant, warmup, repeat, batch, size, peak_size):
 
     peak = matmul_peak(backend, peak_size, dtypes=("float32",))["float32"]
     print(json.dumps({"backend": backend, "variant": variant, "size": size, "batch": batch,
+                      "backbone": backbone or "resnet_tiny", "num_classes": num_classes,
                       "first_step_s": first, "step_ms": train_ms, "min_ms": train_min,
                       "infer_ms": infer_ms, "infer_min_ms": infer_min,
                       "matmul_peak_gflops": 1e3 * peak, "load": os.getloadavg()[0]}))
 
 
-def flops_worker(batch, size):
+def flops_worker(batch, size, backbone, num_classes):
     """XLA's FLOP count of the inference forward and of a training forward + backward (JAX)."""
     import jax
     import keras
 
-    model, x, _ = build(batch, size)
+    model, x, _ = build(batch, size, backbone=backbone, num_classes=num_classes)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
 
@@ -177,19 +184,25 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--backbone", help="the trainer's --backbone (default: resnet_tiny)")
+    parser.add_argument("--num-classes", type=int, default=5)
     parser.add_argument("--peak-size", type=int, default=1024,
                         help="n of the n x n float32 matmul that measures the peak")
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--json", help="also write the rows and FLOP counts to this file")
     args = parser.parse_args(argv)
     if args.flops_worker:
-        flops_worker(args.batch, args.size)
+        flops_worker(args.batch, args.size, args.backbone, args.num_classes)
         return
     if args.worker:
-        worker(args.worker, args.warmup, args.repeat, args.batch, args.size, args.peak_size)
+        worker(args.worker, args.warmup, args.repeat, args.batch, args.size, args.peak_size,
+               args.backbone, args.num_classes)
         return
     common = ["--warmup", str(args.warmup), "--repeat", str(args.repeat),
-              "--batch", str(args.batch), "--peak-size", str(args.peak_size)]
+              "--batch", str(args.batch), "--peak-size", str(args.peak_size),
+              "--num-classes", str(args.num_classes)]
+    if args.backbone:
+        common += ["--backbone", args.backbone]
     flops = {}
     for size in args.sizes:
         counted = run_worker("jax", ["--flops-worker", "--size", str(size), *common],

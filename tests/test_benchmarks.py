@@ -112,6 +112,23 @@ def test_train_step_benchmark_counts_flops(tmp_path):
     assert "| jax | default | 16 |" in proc.stdout and "%" in proc.stdout
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="one backend is enough for the options")
+def test_train_step_benchmark_backbone_and_classes(tmp_path):
+    """``--backbone`` / ``--num-classes`` reach the model: ResNet-18 (V1c) has more FLOPs than
+    the default ``resnet_tiny`` (``test_train_step_benchmark_counts_flops``' run)."""
+    counts = {}
+    for backbone in (None, "resnet18_v1c"):
+        out = tmp_path / f"{backbone}.json"
+        run("train_step.py", "--sizes", "16", "--batch", "1", "--repeat", "1", "--warmup", "0",
+            "--backends", BACKEND, "--peak-size", "64", "--num-classes", "3", "--json",
+            str(out), *(["--backbone", backbone] if backbone else []))
+        data = json.loads(out.read_text())
+        (row,) = data["rows"]
+        assert row["backbone"] == (backbone or "resnet_tiny") and row["num_classes"] == 3
+        counts[backbone] = data["flops"]["16"]["train_gflop"]
+    assert counts["resnet18_v1c"] > 10 * counts[None]
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="XLA's buffer assignment through jax.jit")
 def test_jax_jit_peak_is_xla_buffer_assignment():
     import jax
