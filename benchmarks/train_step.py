@@ -48,7 +48,7 @@ TORCH_ONLY = ("flush_denormal", "one_thread")
 
 def build(batch, size, variant="default", backbone=None, num_classes=5):
     """The run's compiled model (the default run's unless ``backbone`` / ``num_classes`` say
-    otherwise) and one batch of inputs and labels."""
+    otherwise), one batch of inputs and labels, and the backbone the trainer built."""
     import keras
     import numpy as np
 
@@ -64,7 +64,7 @@ def build(batch, size, variant="default", backbone=None, num_classes=5):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
     y = rng.integers(0, num_classes, (batch, size, size)).astype("int32")
-    return model, x, y
+    return model, x, y, config.backbone
 
 
 def timings(fn, warmup, repeat):
@@ -90,7 +90,7 @@ def worker(variant, warmup, repeat, batch, size, peak_size, backbone, num_classe
         import torch
 
         torch.set_num_threads(1)
-    model, x, y = build(batch, size, variant, backbone, num_classes)
+    model, x, y, built_backbone = build(batch, size, variant, backbone, num_classes)
     start = time.perf_counter()
     model.train_on_batch(x, y)
     first = time.perf_counter() - start
@@ -100,7 +100,7 @@ def worker(variant, warmup, repeat, batch, size, peak_size, backbone, num_classe
 
     peak = matmul_peak(backend, peak_size, dtypes=("float32",))["float32"]
     print(json.dumps({"backend": backend, "variant": variant, "size": size, "batch": batch,
-                      "backbone": backbone or "resnet_tiny", "num_classes": num_classes,
+                      "backbone": built_backbone, "num_classes": num_classes,
                       "first_step_s": first, "step_ms": train_ms, "min_ms": train_min,
                       "infer_ms": infer_ms, "infer_min_ms": infer_min,
                       "matmul_peak_gflops": 1e3 * peak, "load": os.getloadavg()[0]}))
@@ -111,7 +111,7 @@ def flops_worker(batch, size, backbone, num_classes):
     import jax
     import keras
 
-    model, x, _ = build(batch, size, backbone=backbone, num_classes=num_classes)
+    model, x, _, _ = build(batch, size, backbone=backbone, num_classes=num_classes)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
 

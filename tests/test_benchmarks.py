@@ -97,36 +97,41 @@ def test_tensorflow_allocation_peak_is_the_peak_of_live_tensor_bytes():
     assert 12 * 2**20 <= peak < 12 * 2**20 + 4096
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="the FLOP count runs in a JAX worker whatever "
-                    "the backend: checked once, on the JAX run")
-def test_train_step_benchmark_counts_flops(tmp_path):
-    out = tmp_path / "steps.json"
+@pytest.fixture(scope="module")
+def default_train_step(tmp_path_factory):
+    """One run of the default model's step benchmark at 16x16 (batch 2): its JSON and stdout."""
+    out = tmp_path_factory.mktemp("train_step") / "steps.json"
     proc = run("train_step.py", "--sizes", "16", "--batch", "2", "--repeat", "1", "--warmup",
                "0", "--backends", BACKEND, "--peak-size", "128", "--json", str(out))
-    data = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the FLOP count runs in a JAX worker whatever "
+                    "the backend: checked once, on the JAX run")
+def test_train_step_benchmark_counts_flops(default_train_step):
+    data, stdout = default_train_step
     flops = data["flops"]["16"]
     assert 0 < flops["infer_gflop"] < flops["train_gflop"] < 4 * flops["infer_gflop"]
     (row,) = data["rows"]
     assert row["backend"] == BACKEND and row["size"] == 16
+    assert row["backbone"] == "resnet_tiny" and row["num_classes"] == 5
     assert row["step_ms"] > 0 and row["infer_ms"] > 0 and row["matmul_peak_gflops"] > 0
-    assert "| jax | default | 16 |" in proc.stdout and "%" in proc.stdout
+    assert f"| {BACKEND} | default | 16 |" in stdout and "%" in stdout
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="one backend is enough for the options")
-def test_train_step_benchmark_backbone_and_classes(tmp_path):
-    """``--backbone`` / ``--num-classes`` reach the model: ResNet-18 (V1c) has more FLOPs than
-    the default ``resnet_tiny`` (``test_train_step_benchmark_counts_flops``' run)."""
-    counts = {}
-    for backbone in (None, "resnet18_v1c"):
-        out = tmp_path / f"{backbone}.json"
-        run("train_step.py", "--sizes", "16", "--batch", "1", "--repeat", "1", "--warmup", "0",
-            "--backends", BACKEND, "--peak-size", "64", "--num-classes", "3", "--json",
-            str(out), *(["--backbone", backbone] if backbone else []))
-        data = json.loads(out.read_text())
-        (row,) = data["rows"]
-        assert row["backbone"] == (backbone or "resnet_tiny") and row["num_classes"] == 3
-        counts[backbone] = data["flops"]["16"]["train_gflop"]
-    assert counts["resnet18_v1c"] > 10 * counts[None]
+def test_train_step_benchmark_backbone_and_classes(default_train_step, tmp_path):
+    """``--backbone`` / ``--num-classes`` reach the model: ResNet-18 (V1c) has more than ten
+    times the FLOPs of the default run's ``resnet_tiny`` (same batch and size)."""
+    out = tmp_path / "resnet18.json"
+    run("train_step.py", "--sizes", "16", "--batch", "2", "--repeat", "1", "--warmup", "0",
+        "--backends", BACKEND, "--peak-size", "64", "--num-classes", "3", "--json", str(out),
+        "--backbone", "resnet18_v1c")
+    data = json.loads(out.read_text())
+    (row,) = data["rows"]
+    assert row["backbone"] == "resnet18_v1c" and row["num_classes"] == 3
+    default_flops = default_train_step[0]["flops"]["16"]["train_gflop"]
+    assert data["flops"]["16"]["train_gflop"] > 10 * default_flops
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="XLA's buffer assignment through jax.jit")

@@ -71,12 +71,13 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
-        self._check_output_size(inputs.shape)
+        pairs = self._padding_pairs(inputs.shape)
+        self._check_output_size(inputs.shape, pairs)
         backend = keras.backend.backend()
         if backend == "jax":
-            outputs = self._jax_convolution(inputs, kernel)
+            outputs = self._jax_convolution(inputs, kernel, pairs)
             return super().convolution_op(inputs, kernel) if outputs is None else outputs
-        padding = self._symmetric_padding(inputs.shape) if backend == "torch" else None
+        padding = self._symmetric_padding(pairs) if backend == "torch" else None
         if padding is None:
             return super().convolution_op(inputs, kernel)
         import torch
@@ -119,9 +120,9 @@ class Conv2D(keras.layers.Conv2D):
             pairs.append((total // 2, total - total // 2))
         return tuple(pairs)
 
-    def _check_output_size(self, input_shape):
-        """Raise where a known spatial size is too small for the kernel (module docstring)."""
-        pairs = self._padding_pairs(input_shape)
+    def _check_output_size(self, input_shape, pairs):
+        """Raise where a known spatial size is too small for the kernel (module docstring);
+        ``pairs`` is ``_padding_pairs(input_shape)``."""
         if pairs is None:
             return
         output_size = [
@@ -139,16 +140,16 @@ class Conv2D(keras.layers.Conv2D):
                 f"{output_size[0]}x{output_size[1]}."
             )
 
-    def _symmetric_padding(self, input_shape):
-        """Per-axis padding as PyTorch takes it, or ``None`` where PyTorch cannot take it."""
-        pairs = self._padding_pairs(input_shape)
+    @staticmethod
+    def _symmetric_padding(pairs):
+        """Per-axis padding as PyTorch takes ``_padding_pairs``, or ``None`` where it cannot."""
         if pairs is None or any(before != after for before, after in pairs):
             return None
         return tuple(before for before, _ in pairs)
 
-    def _jax_convolution(self, inputs, kernel):
-        """The JAX path of the module docstring, or ``None`` where Keras' own op is used."""
-        pairs = self._padding_pairs(inputs.shape)
+    def _jax_convolution(self, inputs, kernel, pairs):
+        """The JAX path of the module docstring (``pairs`` from ``_padding_pairs``), or ``None``
+        where Keras' own op is used."""
         if pairs is None or self.groups != 1:
             return None
         import jax.numpy as jnp
