@@ -29,7 +29,10 @@ products of the input with the output gradient, so here:
 
 * a 1x1 kernel (any stride, no padding) is a matmul over the channel axis of the strided
   input, ``y = x[:, ::s, ::s] @ K[0, 0]``, whose gradients XLA computes as matmuls (1x1
-  forward+backward 128 -> 38 ms at 512 -> 512, 706 -> 226 ms at 512 -> 2048);
+  forward+backward 128 -> 38 ms at 512 -> 512, 706 -> 226 ms at 512 -> 2048). The product
+  is written on the flattened ``(B H W, C)`` input: written on the 4-D tensor, XLA:CPU
+  reduces the kernel gradient's three contracted axes to one by copying the output gradient
+  transposed to ``(F, B H W)``;
 * a k x k kernel at stride 1 keeps XLA's forward convolution and input gradient, and its
   kernel gradient is ``k * k`` matmuls over the positions, one per tap (``d`` the dilation,
   ``p`` the padding before, the output gradient taken as zero outside its extent)::
@@ -158,7 +161,10 @@ class Conv2D(keras.layers.Conv2D):
         inputs = jnp.asarray(inputs, dtype=kernel.dtype)
         if tuple(self.kernel_size) == (1, 1) and pairs == ((0, 0), (0, 0)):
             row_step, col_step = self.strides
-            return jnp.matmul(inputs[:, ::row_step, ::col_step, :], kernel[0, 0])
+            strided = inputs[:, ::row_step, ::col_step, :]
+            # A 2-D product: its kernel gradient needs no transposed copy (module docstring).
+            outputs = jnp.matmul(strided.reshape(-1, strided.shape[-1]), kernel[0, 0])
+            return outputs.reshape(*strided.shape[:-1], kernel.shape[-1])
         if tuple(self.strides) == (1, 1) and min(kernel.shape[2:]) >= _JAX_TAPS_MIN_CHANNELS:
             return _jax_stride1_convolution()(inputs, kernel, pairs, tuple(self.dilation_rate))
         return None
