@@ -45,19 +45,35 @@ def scale_by(x, factor, broadcast_axis):
     """``x * factor`` for ``x`` ``(B, N, C)`` and ``factor`` ``(B, C)`` (``broadcast_axis=1``,
     one factor per channel) or ``(B, N)`` (``broadcast_axis=2``, one per position).
 
-    On JAX the product is written as an ``einsum``. The gradient of a broadcast product with
-    respect to the factor is the sum of ``x * dy`` over the broadcast axis; XLA:CPU hands that
-    multiply-and-sum to YNNPACK as one fusion that runs 30-70x slower than the same sum as a
-    contraction (``jax.jit``, 1 x 4096 x 512, our 2-core CPU: 48 ms as ``sum(x * dy, axis=1)``,
-    1.4 ms as ``einsum("bnc,bnc->bc")``), which the ``einsum`` form's gradient is
-    (LinearChannelAttention's forward+backward at 64x64x512: 145 -> 116 ms). Elsewhere the
-    plain product: TensorFlow's XLA ran the ``einsum`` form slower (LinearChannelAttention's
-    forward+backward 108 -> 122-131 ms).
+    On JAX the product has a written-out gradient: ``dx = dy * factor`` and ``dfactor`` the
+    contraction ``einsum("bnc,bnc->bc", x, dy)`` (or ``"->bn"``). XLA:CPU's own gradient
+    with respect to the factor, ``sum(x * dy, axis=1)``, is a multiply-and-sum that it hands
+    to YNNPACK as one fusion running 30-70x slower than the same sum as a contraction
+    (``jax.jit``, 1 x 4096 x 512, our 2-core CPU: 48 ms against 1.4 ms). Writing the product
+    itself as an ``einsum`` also gives the contraction, but its gradient with respect to
+    ``x`` is then a dot with batch axes ``(b, c)``, which XLA writes as ``(B, C, N)`` and
+    copies transposed. LinearChannelAttention's ``jax.jit`` forward+backward at 64x64x512:
+    145 ms with the plain product, 91-97 ms with the ``einsum`` form, 74-80 ms written out.
+    Elsewhere the plain product: TensorFlow's XLA ran the ``einsum`` form slower
+    (LinearChannelAttention's forward+backward 108 -> 122-131 ms), and PyTorch's autograd
+    has no such fusion.
     """
-    if keras.backend.backend() == "jax":
-        equation = {1: "bnc,bc->bnc", 2: "bnc,bn->bnc"}[broadcast_axis]
-        return ops.einsum(equation, x, factor)
-    return x * ops.expand_dims(factor, broadcast_axis)
+    if keras.backend.backend() != "jax":
+        return x * ops.expand_dims(factor, broadcast_axis)
+    contraction = {1: "bnc,bnc->bc", 2: "bnc,bnc->bn"}[broadcast_axis]
+
+    @ops.custom_gradient
+    def scale(x, factor):
+        expanded = ops.expand_dims(factor, broadcast_axis)
+
+        def gradient(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return upstream * expanded, ops.einsum(contraction, x, upstream)
+
+        return x * expanded, gradient
+
+    return scale(x, factor)
 
 
 def pad_or_crop_axis(x, out_size, offset, axis):

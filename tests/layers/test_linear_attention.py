@@ -126,8 +126,8 @@ class TestLinearChannelAttention(TestCase):
 @pytest.mark.parametrize("which", ["position", "channel"])
 def test_gradients_equal_finite_differences_of_the_reference(which):
     """Input and gamma gradients against central differences of the float64 NumPy formulas
-    above. The gamma-scaled context is ``scale_by`` (an ``einsum`` on JAX, whose gradient with
-    respect to the factor is a contraction): its gradient must stay the formula's."""
+    above. The gamma-scaled context is ``scale_by`` (on JAX a written-out gradient whose
+    factor gradient is a contraction): its gradient must stay the formula's."""
     rng = np.random.default_rng(7)
     x = rng.normal(size=(2, 5, 4, 8)).astype("float32")
     layer = LinearPositionAttention(reduction=2) if which == "position" else LinearChannelAttention()
