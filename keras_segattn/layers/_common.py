@@ -76,6 +76,18 @@ def scale_by(x, factor, broadcast_axis):
     return scale(x, factor)
 
 
+def outer_product(column, row):
+    """``column[:, :, None] * row[:, None, :]``: ``(B, N)`` and ``(B, C)`` -> ``(B, N, C)``.
+
+    On JAX an ``einsum``, whose gradients are contractions (``scale_by`` says why the
+    broadcast product's multiply-and-sum gradient is slow under XLA:CPU); elsewhere the
+    broadcast product (PyTorch ran the ``einsum`` as a batched matmul of inner size 1, slower).
+    """
+    if keras.backend.backend() == "jax":
+        return ops.einsum("bn,bc->bnc", column, row)
+    return ops.expand_dims(column, 2) * ops.expand_dims(row, 1)
+
+
 def pad_or_crop_axis(x, out_size, offset, axis):
     """``y[i] = x[i - offset]`` where ``0 <= i - offset < len(x)``, else 0, for ``i < out_size``.
 
