@@ -11,9 +11,10 @@ target: the torch training step within 2x of TensorFlow's).
 The model is what ``keras-segattn train`` builds without arguments (DANet on ``resnet_tiny``,
 OS8, 5 classes, the recipe's optimizer, losses and mIoU metric;
 ``keras_segattn.training.build_model``), or with ``--backbone`` / ``--num-classes`` (the
-trainer's options of the same names, e.g. ``resnet50_v1c``, randomly initialised). Per backend, variant and size (each in its own
-process): the median and minimum of ``--repeat`` ``train_on_batch`` calls after ``--warmup``
-(batch ``--batch``, square ``size`` crops) and likewise of ``predict_on_batch``; the first
+trainer's options of the same names, e.g. ``resnet50_v1c``, randomly initialised). Per
+backend, variant and size (each in its own process): the median and minimum of ``--repeat``
+``train_on_batch`` calls after ``--warmup`` (batch ``--batch``, square ``size`` crops) and
+likewise of ``predict_on_batch``; the first
 training step (compilation included); the ``--peak-size`` float32 matmul rate of that backend
 on this machine (the roof; ``gpu_anchors.matmul_peak``).
 
