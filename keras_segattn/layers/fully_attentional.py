@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import rank4_channels
-from keras_segattn.layers._common import release_logits, softmax_attention
+from keras_segattn.layers._common import release_logits
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 
@@ -83,47 +83,15 @@ class FullyAttentional(keras.layers.Layer):
         # The energies and softmax in float32, the products with the softmax'ed (convex)
         # weights in the compute dtype (no overflow under float16).
         dtype = self.compute_dtype
-        on_jax = keras.backend.backend() == "jax"
-        x_cols = ops.transpose(x32, (0, 2, 3, 1))  # (B, W, C, H)
-        # Column branch: (B, W, C, H) @ (B, 1, H, C') -> (B, W, C, C'), softmax over C'.
-        out_cols = self._attend(x_cols, row_desc, dtype, on_jax)
-        out_cols = ops.transpose(ops.cast(out_cols, "float32"), (0, 3, 1, 2))
-        x_rows = ops.transpose(x32, (0, 1, 3, 2))  # (B, H, C, W)
-        # Row branch: (B, H, C, W) @ (B, 1, W, C') -> (B, H, C, C'), softmax over C'.
-        out_rows = self._attend(x_rows, col_desc, dtype, on_jax)
-        out_rows = ops.transpose(ops.cast(out_rows, "float32"), (0, 1, 3, 2))
-        fused = self.gamma * (out_cols + out_rows) + x32
+        attend = (_attend_lines_written_out if keras.backend.backend() == "jax"
+                  else _attend_lines)
+        # Column branch: the W columns (B, W, C, H) with the row descriptors -> (B, W, H, C)
+        out_cols = attend(ops.transpose(x32, (0, 2, 3, 1)), row_desc, dtype)
+        out_cols = ops.transpose(ops.cast(out_cols, "float32"), (0, 2, 1, 3))
+        # Row branch: the H rows (B, H, C, W) with the column descriptors -> (B, H, W, C)
+        out_rows = attend(ops.transpose(x32, (0, 1, 3, 2)), col_desc, dtype)
+        fused = self.gamma * (out_cols + ops.cast(out_rows, "float32")) + x32
         return self.out_conv(ops.cast(fused, self.compute_dtype), training=training)
-
-    @staticmethod
-    def _attend(lines, descriptors, dtype, through_softmax_attention):
-        """``softmax(lines @ descriptors, axis=C') @ lines``: ``lines`` ``(B, L, C, S)`` float32
-        (``L`` lines of ``S`` positions), ``descriptors`` ``(B, S, C')``; ``(B, L, C, S)`` in
-        ``dtype``.
-
-        ``through_softmax_attention`` (the layer sets it on JAX): as ``softmax_attention`` with
-        queries and values ``lines`` and the descriptors as keys, broadcast over the lines. Its
-        written-out gradient takes ``rowsum(A * dA)`` from the ``C x S`` output instead of the
-        ``C x C'`` maps, whose multiply-and-sum XLA:CPU runs as a slow YNNPACK fusion with the
-        ``dA`` product (``jax.jit`` forward+backward at 64x64x512: 831 -> 735 ms, 97x97:
-        1680 -> 1519 ms; buffer assignment 324 -> 294 / 547 -> 562 MiB, the official module
-        400 / 650). Elsewhere the plain expression (TensorFlow's and PyTorch's soft-max
-        gradients keep only ``A``).
-        """
-        if through_softmax_attention:
-            batch, num_lines, channels, size = ops.shape(lines)
-            query = ops.reshape(lines, (-1, channels, size))
-            key = ops.broadcast_to(ops.expand_dims(ops.transpose(descriptors, (0, 2, 1)), 1),
-                                   (batch, num_lines, channels, size))
-            key = ops.reshape(key, (-1, channels, size))
-            out = softmax_attention(query, key, ops.cast(query, dtype))
-            return ops.reshape(out, (batch, num_lines, channels, size))
-        # (B, L, C, S) @ (B, 1, S, C') -> (B, L, C, C'), softmax over C'
-        energy = ops.matmul(lines, ops.expand_dims(descriptors, 1))
-        attention = release_logits(ops.softmax(energy, axis=-1))
-        del energy
-        # (B, L, C, C') @ (B, L, C', S) -> (B, L, C, S)
-        return ops.matmul(ops.cast(attention, dtype), ops.cast(lines, dtype))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -140,3 +108,71 @@ class FullyAttentional(keras.layers.Layer):
         config = super().get_config()
         config.update({"epsilon": self.epsilon, "momentum": self.momentum})
         return config
+
+
+def _attend_lines(lines, descriptors, dtype):
+    """``transpose(softmax(lines @ descriptors, axis=C') @ lines)``: ``lines`` ``(B, L, C, S)``
+    float32 (``L`` lines of ``S`` positions), ``descriptors`` ``(B, S, C')`` float32; returns
+    ``(B, L, S, C)`` in ``dtype`` (each line's positions, channels last).
+
+    The plain expression, differentiated by the backend (TensorFlow's and PyTorch's soft-max
+    gradients keep only ``A``)."""
+    # (B, L, C, S) @ (B, 1, S, C') -> (B, L, C, C'), softmax over C'
+    energy = ops.matmul(lines, ops.expand_dims(descriptors, 1))
+    attention = release_logits(ops.softmax(energy, axis=-1))
+    del energy
+    # (B, L, C, C') @ (B, L, C', S) -> (B, L, C, S)
+    context = ops.matmul(ops.cast(attention, dtype), ops.cast(lines, dtype))
+    return ops.transpose(context, (0, 1, 3, 2))
+
+
+def _attend_lines_written_out(lines, descriptors, dtype):
+    """``_attend_lines`` with a written-out gradient (the JAX path), the context computed
+    directly in the ``(B, L, S, C)`` layout.
+
+    With ``A = softmax(E)``, ``E = X P`` per line (``X`` the line ``(C, S)``, ``P`` the
+    descriptors ``(S, C')``) and the output ``O = (A X)^T`` ``(S, C)``::
+
+        dA = dO^T X^T,  rowsum(A * dA)_c = sum_s dO[s, c] O[s, c],
+        dE = A * (dA - rowsum(A * dA)),
+        dX = dE P^T + A^T dO^T,  dP = sum over the lines of X^T dE
+
+    The row sums come from the ``S x C`` output rather than the ``C x C'`` maps (a
+    multiply-and-sum of two ``C x C'`` maps is a slow YNNPACK fusion under XLA:CPU), and the
+    descriptors' gradient contracts lines and channels in one product. Why the layout:
+    XLA:CPU runs ``E``, the soft-max and ``A X`` as one YNNPACK fusion, and with the context
+    written ``(C, S)`` that fusion took 187 ms at 97x97x512 against 106 ms for the same
+    steps with the context written ``(S, C)`` (``A X`` then a separate product; 63 against
+    67 ms at 64x64). The row branch's output is then the layer's layout without a transpose.
+    ``tests/layers/test_fully_attentional.py`` checks the values against float64 NumPy and
+    the gradients against the backend's gradient of ``_attend_lines``.
+    """
+
+    @ops.custom_gradient
+    def attend(lines, descriptors):
+        # (B, L, C, S) (B, S, C') -> (B, L, C, C'), softmax over C'
+        attention = ops.softmax(ops.einsum("blcs,bsd->blcd", lines, descriptors), axis=-1)
+        values = ops.cast(lines, dtype)
+        # (B, L, C, C') (B, L, C', S) -> (B, L, S, C)
+        context = ops.einsum("blcd,blds->blsc", ops.cast(attention, dtype), values)
+
+        def gradient(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            # through the values: (B, L, C, C') (B, L, S, C) -> (B, L, C', S)
+            d_lines = ops.cast(
+                ops.einsum("blcd,blsc->blds", ops.cast(attention, dtype), upstream), "float32")
+            # dA: (B, L, S, C) (B, L, C', S) -> (B, L, C, C')
+            d_energy = ops.cast(ops.einsum("blsc,blds->blcd", upstream, values), "float32")
+            row_sums = ops.sum(ops.cast(upstream, "float32") * ops.cast(context, "float32"),
+                               axis=2)  # (B, L, C)
+            d_energy = attention * (d_energy - ops.expand_dims(row_sums, -1))
+            # through the energies: (B, L, C, C') (B, S, C') -> (B, L, C, S)
+            d_lines = d_lines + ops.einsum("blcd,bsd->blcs", d_energy, descriptors)
+            # (B, L, C, C') (B, L, C, S) -> (B, S, C')
+            d_descriptors = ops.einsum("blcd,blcs->bsd", d_energy, lines)
+            return d_lines, d_descriptors
+
+        return context, gradient
+
+    return attend(lines, descriptors)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.layers import FullyAttentional
+from keras_segattn.layers.fully_attentional import _attend_lines, _attend_lines_written_out
 from keras_segattn.testing import TestCase, values_and_input_gradient
 
 class TestFullyAttentional(TestCase):
@@ -22,28 +23,30 @@ class TestFullyAttentional(TestCase):
             self.assertAllClose(batched[b:b + 1], layer(x[b:b + 1], training=False), atol=1e-5, rtol=1e-5)
 
     @pytest.mark.parametrize("wrt", ["lines", "descriptors"])
-    def test_attend_through_softmax_attention_equals_the_plain_expression(self, wrt):
-        """The JAX path (``softmax_attention`` with the descriptors broadcast as keys, its
-        written-out gradient) against the plain expression, differentiated by the backend,
-        and the values against float64 NumPy."""
+    def test_written_out_gradient_equals_the_plain_expression(self, wrt):
+        """The JAX path (``_attend_lines_written_out``: the context written ``(S, C)``, a
+        written-out gradient) against the plain expression differentiated by the backend,
+        on every backend, and both values against float64 NumPy."""
         rng = np.random.default_rng(4)
         lines = rng.normal(size=(2, 3, 5, 4)).astype("float32")  # (B, L, C, S)
         descriptors = rng.normal(size=(2, 4, 5)).astype("float32")  # (B, S, C')
         energy = lines.astype("float64") @ descriptors[:, None].astype("float64")
         attention = np.exp(energy - energy.max(-1, keepdims=True))
         attention /= attention.sum(-1, keepdims=True)
-        expected = attention @ lines.astype("float64")
+        expected = np.swapaxes(attention @ lines.astype("float64"), -1, -2)  # (B, L, S, C)
         results = {}
-        for written_out in (True, False):
+        for attend_lines in (_attend_lines_written_out, _attend_lines):
             def attend(x):
+                # custom_gradient on torch takes tensors only
                 if wrt == "lines":
-                    return FullyAttentional._attend(x, descriptors, "float32", written_out)
-                return FullyAttentional._attend(lines, x, "float32", written_out)
+                    return attend_lines(x, keras.ops.convert_to_tensor(descriptors), "float32")
+                return attend_lines(keras.ops.convert_to_tensor(lines), x, "float32")
 
-            results[written_out] = values_and_input_gradient(
+            results[attend_lines] = values_and_input_gradient(
                 attend, lines if wrt == "lines" else descriptors)
-            self.assertAllClose(results[written_out][0], expected, atol=1e-5, rtol=1e-5)
-        self.assertAllClose(results[True][1], results[False][1], atol=1e-5, rtol=1e-5)
+            self.assertAllClose(results[attend_lines][0], expected, atol=1e-5, rtol=1e-5)
+        self.assertAllClose(results[_attend_lines_written_out][1], results[_attend_lines][1],
+                            atol=1e-5, rtol=1e-5)
 
     def test_layer_contract(self):
         x = np.random.default_rng(1).normal(size=(2, 9, 7, 16)).astype("float32")
