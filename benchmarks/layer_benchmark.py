@@ -924,7 +924,8 @@ def main(argv=None):
     parser.add_argument("--max-quadratic-size", type=int, default=97,
                         help="largest side for the N x N layers (PAM, non-local)")
     parser.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
-                        help="skip the torch backend's jit modes (torch.compile takes minutes)")
+                        help="skip the torch backend's jit modes (torch.compile adds up to about "
+                             "a minute per layer and size on a 2-core CPU)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes and channels, one call each (checks the pipeline)")
