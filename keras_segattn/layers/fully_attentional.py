@@ -32,7 +32,9 @@ class FullyAttentional(keras.layers.Layer):
         y = ReLU(BN(Conv3x3_noBias(gamma (O1 + O2) + x)))
 
     No scaling; energies and softmax in float32; ``gamma`` is a float32 ``(1,)`` variable
-    initialised to zero (as upstream). Memory ``O(B (H + W) C^2)``.
+    initialised to zero (as upstream). Memory ``O(B (H + W) C^2)``. On JAX each branch runs
+    ``_attend_lines_written_out`` (a written-out gradient, the context computed channels
+    last: faster under XLA:CPU, see its docstring); elsewhere ``_attend_lines``.
 
     Input ``(B, H, W, C)``; output ``(B, H, W, C)``.
 
