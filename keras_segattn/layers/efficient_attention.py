@@ -35,6 +35,18 @@ class EfficientAttention(keras.layers.Layer):
     no gamma, no BN; the reprojection has the default (non-zero) init, so the block is not
     the identity at init. Memory is O(N (dk + dv) + dk dv / h).
 
+    Where ``key_channels <= value_channels`` (the reference's configurations) the values are
+    never projected: ``K^T V = (K^T X) W_v + (K^T 1) b^T``, so the layer sums the input under
+    each key channel's weights (``dk x C`` per head, ``2 N dk C`` multiply-adds) and projects
+    those sums (``2 dk C dv / h``) instead of projecting the ``N x dv`` values (``2 N C dv``)
+    and contracting them with the keys (``2 N dk dv / h``). The same maths (associativity;
+    outputs equal up to float rounding) with about 40 % fewer forward FLOPs at ``dk = 64``,
+    ``dv = C = 512``, and no ``N x dv`` map kept for the backward: forward | forward+backward
+    at 64x64x512, before -> after, ``jax.jit`` 30.7 -> 15-17 | 66-69 -> 46 ms, TensorFlow XLA
+    25.5 -> 17.7 | 71 -> 52 ms, torch eager 24-26 -> 16-18 | 70-71 -> 48-51 ms (9 calls,
+    alternating). With ``key_channels > value_channels`` projecting the values is cheaper,
+    and the layer does that.
+
     Reference: cmsflash/efficient-attention @ ``46a5f9eaf09470affb0ab30932b7748cc3c871ef``,
     ``efficient_attention.py``, ``EfficientAttention(in_channels, key_channels, head_count,
     value_channels)``; state-dict keys ``keys.*``, ``queries.*``, ``values.*``,
@@ -111,10 +123,12 @@ class EfficientAttention(keras.layers.Layer):
 
         key = split_heads(self.key_proj, head_keys)
         query = split_heads(self.query_proj, head_keys)
-        # With the softmax each key channel is a distribution over the N positions, so
-        # K^T (V + 1 b^T) = K^T V + 1 b^T: the value bias is added to the small dk x dv
-        # context instead of the N x dv values (the same maths, one pass over N x dv less).
-        value = split_heads(self.value_proj, head_values, add_bias=not softmax)
+        summarize_inputs = self.key_channels <= self.value_channels
+        if not summarize_inputs:
+            # With the softmax each key channel is a distribution over the N positions, so
+            # K^T (V + 1 b^T) = K^T V + 1 b^T: the value bias is added to the small dk x dv
+            # context instead of the N x dv values (one pass over N x dv less).
+            value = split_heads(self.value_proj, head_values, add_bias=not softmax)
         if softmax:
             key = ops.softmax(key, axis=1)  # over positions, per key channel
             query = ops.softmax(query, axis=-1)  # over the head's channels, per position
@@ -122,11 +136,32 @@ class EfficientAttention(keras.layers.Layer):
             scale = ops.rsqrt(ops.cast(height * width, "float32"))
             key = key * scale
             query = query * scale
-        # (B, N, h, dk) x (B, N, h, dv) -> (B, h, dk, dv)
-        context = ops.einsum("bnhk,bnhv->bhkv", key, value)
-        if softmax:
-            bias = ops.cast(self.value_proj.bias, "float32")
-            context = context + ops.reshape(bias, (1, heads, 1, head_values))
+        if summarize_inputs:
+            # K^T V = K^T (X W_v + 1 b^T) = (K^T X) W_v + (K^T 1) b^T: the keys' weighted sums
+            # of the input, then the value projection of those dk sums; the N x dv values are
+            # never formed (see the class docstring).
+            channels = inputs.shape[-1]
+            flat_inputs = ops.reshape(ops.cast(inputs, "float32"), (-1, height * width, channels))
+            # (B, N, h, dk) x (B, N, C) -> (B, h, dk, C)
+            summary = ops.einsum("bnhk,bnc->bhkc", key, flat_inputs)
+            kernel = ops.reshape(ops.cast(self.value_proj.kernel, "float32"),
+                                 (channels, heads, head_values))
+            # (B, h, dk, C) x (C, h, dv) -> (B, h, dk, dv)
+            context = ops.einsum("bhkc,chv->bhkv", summary, kernel)
+            bias = ops.reshape(ops.cast(self.value_proj.bias, "float32"),
+                               (1, heads, 1, head_values))
+            if softmax:
+                context = context + bias  # K^T 1 = 1
+            else:
+                # (B, h, dk, 1): each key channel's sum over the positions
+                key_sums = ops.expand_dims(ops.sum(key, axis=1), -1)
+                context = context + key_sums * bias
+        else:
+            # (B, N, h, dk) x (B, N, h, dv) -> (B, h, dk, dv)
+            context = ops.einsum("bnhk,bnhv->bhkv", key, value)
+            if softmax:
+                bias = ops.cast(self.value_proj.bias, "float32")
+                context = context + ops.reshape(bias, (1, heads, 1, head_values))
         # (B, h, dk, dv) x (B, N, h, dk) -> (B, N, h, dv) -> (B, H, W, h * dv)
         attended = ops.einsum("bhkv,bnhk->bnhv", context, query)
         attended = ops.reshape(attended, (-1, height, width, self.value_channels))

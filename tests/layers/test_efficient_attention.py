@@ -43,15 +43,18 @@ def numpy_efficient_attention(x, layer):
 
 
 class TestEfficientAttention(TestCase):
+    # (key_channels, value_channels): (8, 4) projects the values (N x dv), (4, 8) and equal
+    # channels project the keys' sums of the input instead ((K^T X) W_v, dk x dv)
+    @pytest.mark.parametrize("channels", [(8, 4), (4, 8)])
     @pytest.mark.parametrize("num_heads", [1, 2])
-    def test_softmax_path_with_large_value_bias(self, num_heads):
+    def test_softmax_path_with_large_value_bias(self, num_heads, channels):
         # The layer adds the value bias to the dk x dv context (K^T 1 = 1); the output is
         # linear in that bias, so agreement at a large random bias also pins its gradient.
         rng = np.random.default_rng(3)
         x = rng.normal(size=(2, 7, 5, 6)).astype("float32")
-        layer = EfficientAttention(8, 4, num_heads=num_heads)
+        layer = EfficientAttention(*channels, num_heads=num_heads)
         layer(x)
-        layer.value_proj.bias.assign(rng.normal(0, 5, size=(4,)).astype("float32"))
+        layer.value_proj.bias.assign(rng.normal(0, 5, size=(channels[1],)).astype("float32"))
         self.assertAllClose(layer(x), numpy_efficient_attention(x, layer), atol=1e-4, rtol=1e-4)
 
 
@@ -72,10 +75,15 @@ class TestEfficientAttention(TestCase):
             expected_output_shape=(2, 7, 9, 24),
         )
 
+    @pytest.mark.parametrize("channels", [(8, 4), (4, 8)])
     @pytest.mark.parametrize("num_heads", [1, 2])
-    def test_scaling_equals_dot_product_attention(self, num_heads):
-        x = np.random.default_rng(1).normal(size=(2, 7, 5, 6)).astype("float32")
-        layer = EfficientAttention(8, 4, num_heads=num_heads, normalization="scaling")
+    def test_scaling_equals_dot_product_attention(self, num_heads, channels):
+        # With the scaling the key sums are not 1: the value bias enters as (K^T 1) b^T.
+        rng = np.random.default_rng(1)
+        x = rng.normal(size=(2, 7, 5, 6)).astype("float32")
+        layer = EfficientAttention(*channels, num_heads=num_heads, normalization="scaling")
+        layer(x)
+        layer.value_proj.bias.assign(rng.normal(0, 2, size=(channels[1],)).astype("float32"))
         out = layer(x)
         self.assertAllClose(out, numpy_dot_product_attention(x, layer), atol=1e-5, rtol=1e-4)
 
