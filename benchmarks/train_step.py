@@ -14,9 +14,9 @@ OS8, 5 classes, the recipe's optimizer, losses and mIoU metric;
 trainer's options of the same names, e.g. ``resnet50_v1c``, randomly initialised). Per
 backend, variant and size (each in its own process): the median and minimum of ``--repeat``
 ``train_on_batch`` calls after ``--warmup`` (batch ``--batch``, square ``size`` crops) and
-likewise of ``predict_on_batch``; the first
-training step (compilation included); the ``--peak-size`` float32 matmul rate of that backend
-on this machine (the roof; ``gpu_anchors.matmul_peak``).
+likewise of ``predict_on_batch``; the first training step (compilation included); the
+``--peak-size`` float32 matmul rate of that backend on this machine (the roof;
+``gpu_anchors.matmul_peak``).
 
 FLOPs are counted once per size by XLA's cost analysis of the compiled JAX functions (the
 whole forward pass in inference mode, and forward + backward of a training-mode forward

@@ -41,6 +41,41 @@ def pointwise_conv(conv, x, add_bias=True):
     return ops.reshape(y, (*shape[:-1], filters))
 
 
+def project_weighted_sums(conv, sums, totals=None, heads=1):
+    """A 1x1 ``conv``'s projection of weighted sums of its input, without projecting the input.
+
+    For weights ``w_n`` over the ``N`` positions, ``sum_n w_n (x_n W + b) =
+    (sum_n w_n x_n) W + (sum_n w_n) b``: the ``k`` sums ``sums`` (``sum_n w_n x_n``, over ``C``
+    input channels) are projected instead of the ``N x C`` input, which attention layers use
+    when their values enter only through such sums (``K^T V``, ``sum_n V_n``).
+
+    ``sums``: ``(..., k, C)`` with ``heads=1``, else ``(B, heads, k, C)``, in float32.
+    ``totals``: the weights' sums ``sum_n w_n``, ``sums``' shape without ``C`` (or a scalar
+    common to all); ``None`` when every column of weights sums to 1 (a soft-max over the
+    positions). Returns float32
+    ``(..., k, F / heads)``, head ``i`` projected by the output channels
+    ``[i F / heads, (i + 1) F / heads)``.
+    """
+    in_channels, filters = conv.kernel.shape[-2], conv.kernel.shape[-1]
+    kernel = ops.cast(conv.kernel, "float32")
+    if heads == 1:
+        # (B, k, C) @ (C, F) -> (B, k, F)
+        projected = ops.matmul(sums, ops.reshape(kernel, (in_channels, filters)))
+        bias_shape = (filters,)
+    else:
+        # (B, h, k, C) x (C, h, F / h) -> (B, h, k, F / h)
+        projected = ops.einsum(
+            "bhkc,chv->bhkv", sums, ops.reshape(kernel, (in_channels, heads, filters // heads))
+        )
+        bias_shape = (1, heads, 1, filters // heads)
+    if not conv.use_bias:
+        return projected
+    bias = ops.reshape(ops.cast(conv.bias, "float32"), bias_shape)
+    if totals is None:
+        return projected + bias
+    return projected + ops.expand_dims(totals, -1) * bias
+
+
 def scale_by(x, factor, broadcast_axis):
     """``x * factor`` for ``x`` ``(B, N, C)`` and ``factor`` ``(B, C)`` (``broadcast_axis=1``,
     one factor per channel) or ``(B, N)`` (``broadcast_axis=2``, one per position).

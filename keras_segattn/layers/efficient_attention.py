@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import input_channels, positive_integer
-from keras_segattn.layers._common import pointwise_conv
+from keras_segattn.layers._common import pointwise_conv, project_weighted_sums
 
 _NORMALIZATIONS = ("softmax", "scaling")
 
@@ -142,20 +142,11 @@ class EfficientAttention(keras.layers.Layer):
             # never formed (see the class docstring).
             channels = inputs.shape[-1]
             flat_inputs = ops.reshape(ops.cast(inputs, "float32"), (-1, height * width, channels))
-            # (B, N, h, dk) x (B, N, C) -> (B, h, dk, C)
+            # (B, N, h, dk) x (B, N, C) -> (B, h, dk, C), projected to (B, h, dk, dv); the
+            # softmax keys sum to 1 over the positions, the scaled ones to their own sums.
             summary = ops.einsum("bnhk,bnc->bhkc", key, flat_inputs)
-            kernel = ops.reshape(ops.cast(self.value_proj.kernel, "float32"),
-                                 (channels, heads, head_values))
-            # (B, h, dk, C) x (C, h, dv) -> (B, h, dk, dv)
-            context = ops.einsum("bhkc,chv->bhkv", summary, kernel)
-            bias = ops.reshape(ops.cast(self.value_proj.bias, "float32"),
-                               (1, heads, 1, head_values))
-            if softmax:
-                context = context + bias  # K^T 1 = 1
-            else:
-                # (B, h, dk, 1): each key channel's sum over the positions
-                key_sums = ops.expand_dims(ops.sum(key, axis=1), -1)
-                context = context + key_sums * bias
+            totals = None if softmax else ops.sum(key, axis=1)  # (B, h, dk)
+            context = project_weighted_sums(self.value_proj, summary, totals, heads=heads)
         else:
             # (B, N, h, dk) x (B, N, h, dv) -> (B, h, dk, dv)
             context = ops.einsum("bnhk,bnhv->bhkv", key, value)

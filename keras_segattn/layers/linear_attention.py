@@ -4,7 +4,12 @@ import keras
 from keras import ops
 
 from keras_segattn.layers._checks import input_channels
-from keras_segattn.layers._common import QueryKeyValueAttention, outer_product, scale_by
+from keras_segattn.layers._common import (
+    QueryKeyValueAttention,
+    outer_product,
+    project_weighted_sums,
+    scale_by,
+)
 
 # Floor on the squared L2 norm. The reference divides by the bare norm (an all-zero vector
 # gives NaN); this floor only changes vectors with norm < 1e-12, i.e. all-zero ones,
@@ -103,15 +108,15 @@ class LinearPositionAttention(QueryKeyValueAttention):
         # N x C values are never projected (class docstring):
         #   sum_j V_j = (sum_j X_j) W_v + N b,  K^T V = (K^T X) W_v + (K^T 1) b^T
         flat = ops.reshape(ops.cast(inputs, "float32"), (-1, num_positions, channels))
-        kernel = ops.reshape(ops.cast(self.value_conv.kernel, "float32"),
-                             (channels, self.value_conv.filters))
-        bias = ops.cast(self.value_conv.bias, "float32")
-        # (B, 1, C) @ (C, C) -> (B, 1, C)
-        value_sum = (ops.matmul(ops.sum(flat, axis=1, keepdims=True), kernel)
-                     + ops.cast(num_positions, "float32") * bias)
-        # (B, N, m) x (B, N, C) -> (B, m, C), then @ (C, C) -> (B, m, C)
-        matrix = ops.matmul(ops.einsum("bnm,bnc->bmc", key, flat), kernel)
-        matrix = matrix + ops.expand_dims(key_sum, -1) * bias
+        # (B, 1, C): every position weighted 1, the weights' total N
+        value_sum = project_weighted_sums(
+            self.value_conv, ops.sum(flat, axis=1, keepdims=True),
+            ops.cast(num_positions, "float32"),
+        )
+        # (B, N, m) x (B, N, C) -> (B, m, C), projected to (B, m, C)
+        matrix = project_weighted_sums(
+            self.value_conv, ops.einsum("bnm,bnc->bmc", key, flat), key_sum
+        )
         # (B, N, m) x (B, m, C) -> (B, N, C)
         numerator = value_sum + ops.einsum("bnm,bmc->bnc", query, matrix)
         # gamma * numerator / denominator, with gamma folded into the (B, N, 1) factor.
