@@ -33,26 +33,41 @@ class EfficientAttention(keras.layers.Layer):
     result then equals dot-product attention ``(Q K^T / N) V`` exactly (the paper's
     equivalence). The default ``"softmax"`` is the reference code. No 1/sqrt(d) scaling,
     no gamma, no BN; the reprojection has the default (non-zero) init, so the block is not
-    the identity at init. Memory is O(N (dk + dv) + dk dv / h).
+    the identity at init. Memory is O(N (dk + dv) + dk dv / h) (O(N (dk + C) + dk C) where
+    ``key_channels <= value_channels``).
 
-    Where ``key_channels <= value_channels`` (the reference's configurations) the values are
-    never projected: ``K^T V = (K^T X) W_v + (K^T 1) b^T``, so the layer sums the input under
-    each key channel's weights (``dk x C`` per head, ``2 N dk C`` multiply-adds) and projects
-    those sums (``2 dk C dv / h``) instead of projecting the ``N x dv`` values (``2 N C dv``)
-    and contracting them with the keys (``2 N dk dv / h``). The same maths (associativity;
-    outputs equal up to float rounding) with about 40 % fewer forward FLOPs at ``dk = 64``,
-    ``dv = C = 512``, and no ``N x dv`` map kept for the backward: forward | forward+backward
-    at 64x64x512, before -> after, ``jax.jit`` 30.7 -> 15-17 | 66-69 -> 46 ms, TensorFlow XLA
-    25.5 -> 17.7 | 71 -> 52 ms, torch eager 24-26 -> 16-18 | 70-71 -> 48-51 ms (9 calls,
-    alternating). With ``key_channels > value_channels`` projecting the values is cheaper,
-    and the layer does that.
+    Where ``key_channels <= value_channels`` (the reference's configurations) neither the
+    values nor the attended map are formed, by associativity (outputs equal up to float
+    rounding):
+
+    * ``K^T V = (K^T X) W_v + (K^T 1) b^T``: the layer sums the input under each key channel's
+      weights (``dk x C`` per head, ``2 N dk C`` multiply-adds) and projects those sums
+      (``2 dk C dv / h``) instead of projecting the ``N x dv`` values (``2 N C dv``) and
+      contracting them with the keys (``2 N dk dv / h``);
+    * ``reprojection(concat_h(Q^_h G_h)) = sum_h Q^_h (G_h W_r,h) + b_r``: the reprojection is
+      folded into the ``dk x dv`` contexts (``2 dk dv C / h``), and the queries multiply the
+      folded ``dk x C`` matrix (``2 N dk C``) instead of forming the ``N x dv`` attended map
+      (``2 N dk dv / h``) and reprojecting it (``2 N dv C``).
+
+    At ``dk = 64``, ``dv = C = 512`` that is about a fifth of the reference's forward FLOPs
+    (``2 N dk C`` four times: the key and query projections, ``K^T X``, ``Q^ (G W_r)``), and no
+    ``N x dv`` map is kept for the backward. Forward | forward+backward at 64x64x512 (7 calls,
+    alternating), values projected -> sums projected -> reprojection folded too: ``jax.jit``
+    30.7 -> 15-17 -> 9-10 | 66-69 -> 41-46 -> 23-26 ms, TensorFlow XLA 25.5 -> 17-19 -> 10-11 |
+    71 -> 44-48 -> 24 ms, torch eager 24-26 -> 13-14 -> 7.2-7.3 | 70-71 -> 46-48 -> 24 ms.
+    Under mixed precision the two products over ``N`` (``K^T X`` with the soft-maxed keys,
+    ``Q^ (G W_r)`` with the soft-maxed queries) run in the compute dtype, as the reprojection
+    did; with ``normalization="scaling"`` the weights are not convex and they stay float32.
+    With ``key_channels > value_channels`` projecting the values is cheaper, and the layer does
+    that (then the reference's order of operations).
 
     Reference: cmsflash/efficient-attention @ ``46a5f9eaf09470affb0ab30932b7748cc3c871ef``,
     ``efficient_attention.py``, ``EfficientAttention(in_channels, key_channels, head_count,
     value_channels)``; state-dict keys ``keys.*``, ``queries.*``, ``values.*``,
     ``reprojection.*``. Deviations: the ``normalization`` option is an addition (the
     reference is ``"softmax"``). The multi-head split is in the code, not in the paper.
-    Softmaxes and products run in float32 under mixed precision.
+    Softmaxes, the contexts and (but for the two products above) the products run in float32
+    under mixed precision.
 
     Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``.
 
@@ -137,26 +152,53 @@ class EfficientAttention(keras.layers.Layer):
             key = key * scale
             query = query * scale
         if summarize_inputs:
-            # K^T V = K^T (X W_v + 1 b^T) = (K^T X) W_v + (K^T 1) b^T: the keys' weighted sums
-            # of the input, then the value projection of those dk sums; the N x dv values are
-            # never formed (see the class docstring).
-            channels = inputs.shape[-1]
-            flat_inputs = ops.reshape(ops.cast(inputs, "float32"), (-1, height * width, channels))
-            # (B, N, h, dk) x (B, N, C) -> (B, h, dk, C), projected to (B, h, dk, dv); the
-            # softmax keys sum to 1 over the positions, the scaled ones to their own sums.
-            summary = ops.einsum("bnhk,bnc->bhkc", key, flat_inputs)
-            totals = None if softmax else ops.sum(key, axis=1)  # (B, h, dk)
-            context = project_weighted_sums(self.value_proj, summary, totals, heads=heads)
-        else:
-            # (B, N, h, dk) x (B, N, h, dv) -> (B, h, dk, dv)
-            context = ops.einsum("bnhk,bnhv->bhkv", key, value)
-            if softmax:
-                bias = ops.cast(self.value_proj.bias, "float32")
-                context = context + ops.reshape(bias, (1, heads, 1, head_values))
+            return self._attend_through_sums(inputs, key, query, softmax) + inputs
+        # (B, N, h, dk) x (B, N, h, dv) -> (B, h, dk, dv)
+        context = ops.einsum("bnhk,bnhv->bhkv", key, value)
+        if softmax:
+            bias = ops.cast(self.value_proj.bias, "float32")
+            context = context + ops.reshape(bias, (1, heads, 1, head_values))
         # (B, h, dk, dv) x (B, N, h, dk) -> (B, N, h, dv) -> (B, H, W, h * dv)
         attended = ops.einsum("bhkv,bnhk->bnhv", context, query)
         attended = ops.reshape(attended, (-1, height, width, self.value_channels))
         return pointwise_conv(self.reprojection, attended) + inputs
+
+    def _attend_through_sums(self, inputs, key, query, softmax):
+        """``reprojection(Q^ (K^T V))`` for ``key_channels <= value_channels``, with neither
+        the ``N x dv`` values nor the ``N x dv`` attended map formed (class docstring).
+
+        ``key``, ``query``: normalised, float32 ``(B, N, h, dk / h)``. Returns ``(B, H, W, C)``
+        in the compute dtype, without the residual.
+        """
+        shape = ops.shape(inputs)
+        height, width, channels = shape[1], shape[2], inputs.shape[-1]
+        heads = self.num_heads
+        # The two products over N take soft-maxed (convex) weights in the compute dtype, as
+        # the reprojection they replace did; the scaled weights are unbounded: float32.
+        dtype = self.compute_dtype if softmax else "float32"
+        flat_inputs = ops.reshape(ops.cast(inputs, dtype), (-1, height * width, channels))
+        # K^T V = K^T (X W_v + 1 b^T) = (K^T X) W_v + (K^T 1) b^T: the keys' weighted sums of
+        # the input, (B, N, h, dk) x (B, N, C) -> (B, h, dk, C), then their value projection
+        # (B, h, dk, dv); the softmax keys sum to 1 over the positions, the scaled ones to
+        # their own sums.
+        summary = ops.einsum("bnhk,bnc->bhkc", ops.cast(key, dtype), flat_inputs)
+        totals = None if softmax else ops.sum(key, axis=1)  # (B, h, dk)
+        context = project_weighted_sums(
+            self.value_proj, ops.cast(summary, "float32"), totals, heads=heads
+        )
+        # reprojection(concat_h(Q^_h G_h)) = sum_h Q^_h (G_h W_r,h) + b_r: the reprojection
+        # folded into the context, (B, h, dk, dv) x (h, dv, C) -> (B, h dk, C).
+        reprojection = ops.reshape(
+            ops.cast(self.reprojection.kernel, "float32"),
+            (heads, self.value_channels // heads, channels),
+        )
+        folded = ops.einsum("bhkv,hvc->bhkc", context, reprojection)
+        folded = ops.reshape(folded, (-1, self.key_channels, channels))
+        # (B, N, h dk) @ (B, h dk, C) -> (B, N, C)
+        query = ops.reshape(ops.cast(query, dtype), (-1, height * width, self.key_channels))
+        output = ops.cast(ops.matmul(query, ops.cast(folded, dtype)), self.compute_dtype)
+        output = output + ops.cast(self.reprojection.bias, self.compute_dtype)
+        return ops.reshape(output, (-1, height, width, channels))
 
     def reference_weight_mapping(self):
         """cmsflash ``EfficientAttention`` state-dict keys -> our variables."""

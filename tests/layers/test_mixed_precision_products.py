@@ -32,6 +32,9 @@ CASES = {
     "InterlacedSparseAttention": (
         lambda dtype: layers.InterlacedSparseAttention(8, 16, down_factor=(2, 2), dtype=dtype),
         2 / 3),
+    # K^T X and Q^ (G W_r), N dk C each, in 16 bit; G W_r, dk dv C, in float32 (N = 64,
+    # dv = 16): 2N / (2N + dv) = 8/9
+    "EfficientAttention": (lambda dtype: layers.EfficientAttention(8, 16, dtype=dtype), 8 / 9),
 }
 
 
