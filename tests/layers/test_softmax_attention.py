@@ -43,19 +43,24 @@ def reference(query, key, value, upstream, scale):
     }
 
 
-def value_and_gradients(fn, inputs, upstream):
+def value_and_gradients(fn, inputs, upstream, jit=False):
     """``fn(*inputs)`` and the gradients of ``sum(fn(*inputs) * upstream)`` w.r.t. each
-    input, by the current backend's autodiff."""
+    input, by the current backend's autodiff; ``jit``: compiled (TensorFlow XLA,
+    ``jax.jit``; not on torch)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        inputs = [tf.constant(x) for x in inputs]
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            y = fn(*inputs)
-            loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
-        return y, tape.gradient(loss, inputs)
+        def value_and_gradient(*inputs):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = fn(*inputs)
+                loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
+            return y, tape.gradient(loss, inputs)
+
+        if jit:
+            value_and_gradient = tf.function(value_and_gradient, jit_compile=True)
+        return value_and_gradient(*[tf.constant(x) for x in inputs])
     if backend == "jax":
         import jax
 
@@ -63,9 +68,13 @@ def value_and_gradients(fn, inputs, upstream):
             y = fn(*inputs)
             return (y.astype("float32") * upstream).sum(), y
 
-        (_, y), grads = jax.value_and_grad(loss, argnums=tuple(range(len(inputs))),
-                                           has_aux=True)(*inputs)
+        value_and_gradient = jax.value_and_grad(loss, argnums=tuple(range(len(inputs))),
+                                                has_aux=True)
+        if jit:
+            value_and_gradient = jax.jit(value_and_gradient)
+        (_, y), grads = value_and_gradient(*inputs)
         return y, grads
+    assert not jit, "torch: eager only"
     import torch
 
     inputs = [torch.tensor(x, requires_grad=True) for x in inputs]
@@ -96,6 +105,29 @@ class TestSoftmaxAttention(TestCase):
         for name, actual in (("context", context), ("d_query", d_query), ("d_key", d_key),
                              ("d_value", d_value)):
             assert_allclose(actual, expected[name], atol=1e-5, rtol=1e-5, err_msg=name)
+
+    @pytest.mark.parametrize("scale", [None, 0.7])
+    @pytest.mark.parametrize("channels", [C, M + 1])
+    def test_gradient_in_blocks_of_query_rows(self, scale, channels, monkeypatch):
+        """Training (``blockwise=False``) keeps the whole attention, and the written-out
+        gradient computes ``dA`` and ``dE`` in blocks of query rows (uneven here: 3, 3, 1):
+        the same values and gradients, compiled too (``jax.jit``, TensorFlow XLA)."""
+        monkeypatch.setattr(_common, "ATTENTION_BLOCK_ELEMENTS", 3 * B * M)
+        query, key, value, upstream = arrays(9, channels=channels)
+        assert _common._query_blocks(query, key) == [(0, 3), (3, 6), (6, 7)]
+        expected = reference(query, key, value, upstream, scale)
+
+        def attend(q, k, v):
+            return _common.softmax_attention(q, k, v, scale)
+
+        compiled = [False] if keras.backend.backend() == "torch" else [False, True]
+        for jit in compiled:
+            context, (d_query, d_key, d_value) = value_and_gradients(
+                attend, [query, key, value], upstream, jit=jit)
+            for name, actual in (("context", context), ("d_query", d_query),
+                                 ("d_key", d_key), ("d_value", d_value)):
+                assert_allclose(actual, expected[name], atol=1e-5, rtol=1e-5,
+                                err_msg=f"{name} (compiled: {jit})")
 
     def test_returned_attention_and_callable_value(self):
         query, key, value, upstream = arrays(1)
@@ -245,11 +277,17 @@ LAYERS = {
 
 
 class TestLayersUseIt(TestCase):
+    @pytest.mark.parametrize("gradient_blocks", [False, True])
     @pytest.mark.parametrize("name", sorted(LAYERS))
-    def test_outputs_and_gradients_equal_the_plain_expression(self, name, monkeypatch):
+    def test_outputs_and_gradients_equal_the_plain_expression(
+        self, name, gradient_blocks, monkeypatch
+    ):
         """The layer with its ``softmax_attention`` swapped for the plain expression gives
         the same outputs, input gradient and weight gradients (so the written-out gradient
-        reaches every weight as autodiff does)."""
+        reaches every weight as autodiff does); ``gradient_blocks``: in training, with blocks
+        of one query row (TensorFlow's backward then runs in blocks)."""
+        if gradient_blocks:
+            monkeypatch.setattr(_common, "ATTENTION_BLOCK_ELEMENTS", 40)
         module, make = LAYERS[name]
         layer = make()
         x = np.random.default_rng(3).normal(size=(2, 6, 5, 8)).astype("float32")
@@ -258,7 +296,8 @@ class TestLayersUseIt(TestCase):
         for weight in layer.trainable_weights:  # PAM's gamma, the non-local's last BN scale:
             if not np.any(keras.ops.convert_to_numpy(weight)):  # zero-initialised
                 weight.assign(rng.uniform(0.5, 1.0, size=tuple(weight.shape)))
-        kwargs = {} if name == "PositionAttention" else {"training": True}
+        training = gradient_blocks or name != "PositionAttention"
+        kwargs = {"training": True} if training else {}
         written_out = outputs_and_gradients(layer, x, kwargs)
         monkeypatch.setattr(module, "softmax_attention", plain_softmax_attention)
         plain = outputs_and_gradients(layer, x, kwargs)
