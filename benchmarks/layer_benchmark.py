@@ -570,16 +570,24 @@ class Worker:
         if engine == "jax":  # one host device (the test runner may ask for two)
             env["XLA_FLAGS"] = ""
         self.engine = engine
+        # the worker's log (backend start-up chatter) goes to a file, whose end is quoted if
+        # the worker dies
+        self.log = None if dry_run else tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", engine],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
-            stderr=subprocess.DEVNULL if not dry_run else None)
+            stderr=self.log)
         self.info = self._read()
 
     def _read(self):
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"worker {self.engine} exited (code {self.process.poll()})")
+            code = self.process.wait(timeout=60)
+            tail = ""
+            if self.log is not None:
+                self.log.seek(0)
+                tail = " | ".join(self.log.read().strip().splitlines()[-3:])
+            raise RuntimeError(f"worker {self.engine} exited (code {code}): {tail}")
         return json.loads(line)
 
     def ask(self, **command):
@@ -590,6 +598,8 @@ class Worker:
     def close(self):
         self.process.stdin.close()
         self.process.wait(timeout=60)
+        if self.log is not None:
+            self.log.close()
 
 
 # ---------------------------------------------------------------------------------------------
