@@ -152,3 +152,11 @@ def test_jax_jit_peak_is_xla_buffer_assignment():
     # A sum's output is 4 bytes; it needs its product (4 MiB) as a temporary.
     peak = layer_benchmark._xla_buffer_peak(jax.jit(lambda x: jnp.sum(two_products(x))), x)
     assert 4 * 2**20 <= peak <= 8 * 2**20 + 4096
+
+
+def test_a_dead_worker_is_reported_with_the_end_of_its_log():
+    """A worker that dies before answering names its engine, exit code and last log lines."""
+    layer_benchmark = import_layer_benchmark()
+    message = r"worker no_such_engine exited \(code 2\): .*invalid choice"
+    with pytest.raises(RuntimeError, match=message):
+        layer_benchmark.Worker("no_such_engine", dry_run=False)
