@@ -52,9 +52,8 @@ def project_weighted_sums(conv, sums, totals=None, heads=1):
     ``sums``: ``(..., k, C)`` with ``heads=1``, else ``(B, heads, k, C)``, in float32.
     ``totals``: the weights' sums ``sum_n w_n``, ``sums``' shape without ``C`` (or a scalar
     common to all); ``None`` when every column of weights sums to 1 (a soft-max over the
-    positions). Returns float32
-    ``(..., k, F / heads)``, head ``i`` projected by the output channels
-    ``[i F / heads, (i + 1) F / heads)``.
+    positions). Returns float32 ``(..., k, F / heads)``, head ``i`` projected by the output
+    channels ``[i F / heads, (i + 1) F / heads)``.
     """
     in_channels, filters = conv.kernel.shape[-2], conv.kernel.shape[-1]
     kernel = ops.cast(conv.kernel, "float32")
@@ -235,7 +234,7 @@ ATTENTION_BLOCK_ELEMENTS = 2 ** 22
 def softmax_attention(query, key, value, scale=None, return_attention=False, blockwise=False):
     """``softmax(scale * Q K^T, axis=keys) V``: the dot-product attention of PAM, the
     non-local block and ISA, with a gradient that holds at most three ``N x M`` maps (on
-    TensorFlow one and two blocks), and in inference about two blocks of
+    TensorFlow one whole map and two blocks), and in inference about two blocks of
     ``ATTENTION_BLOCK_ELEMENTS`` energies.
 
     Shapes: ``query`` ``(B, N, d)`` and ``key`` ``(B, M, d)`` in float32; ``value``
