@@ -16,8 +16,11 @@ and each call's CPU time / wall time are recorded.
 Measured per layer, size and engine (batch 1, float32, ``--channels`` channels, square maps):
 
 * time of one forward (inference: ``training=False``; ``torch.no_grad`` on torch) and one
-  forward + backward (``training=True``; gradients of ``sum(y * dy)`` w.r.t. every trainable
-  weight and the input), eager and compiled (TensorFlow ``tf.function(jit_compile=True)``,
+  forward + backward (``training=True``; the gradients w.r.t. every trainable weight and the
+  input for a fixed upstream gradient ``dy`` of the output, taken the same way on every
+  engine: PyTorch ``y.backward(dy)`` on an input leaf made once, TensorFlow
+  ``tape.gradient(y, ..., output_gradients=dy)``, JAX ``jax.vjp``; no loss tensor, no copy
+  of the input), eager and compiled (TensorFlow ``tf.function(jit_compile=True)``,
   JAX ``jax.jit``, torch ``torch.compile``); median of ``--repeat`` after ``--warmup``;
 * peak memory of a call, for the first call of a freshly built layer at that size ("first")
   and for a later call ("steady"): the peak of the bytes held in live tensors during the call
@@ -321,11 +324,16 @@ class OfficialRunner:
             with torch.no_grad():
                 return module(self.x)
 
+        # The input is a leaf that requires a gradient, made once: a clone in each call would
+        # add the input's size to the call's peak memory (TensorFlow and JAX watch the input
+        # as it is).
+        x_leaf = self.x.clone().requires_grad_(True)
+
         def forward_backward():
             module.train()
             module.zero_grad(set_to_none=True)
-            x_grad = self.x.clone().requires_grad_(True)
-            y = module(x_grad)
+            x_leaf.grad = None
+            y = module(x_leaf)
             y.backward(self.dy)
             return y.detach()
 
@@ -392,11 +400,13 @@ class KerasRunner:
             return self._apply(layer, inputs, False)
 
         def forward_backward(inputs):
+            # The gradients for the upstream gradient dy, as PyTorch's y.backward(dy) (no
+            # loss y * dy and its gradient, which would add their tensors to the peak).
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
                 y = self._apply(layer, inputs, True)
-                loss = tf.reduce_sum(y * dy)
-            return y, tape.gradient(loss, [inputs] + list(layer.trainable_variables))
+            return y, tape.gradient(y, [inputs] + list(layer.trainable_variables),
+                                    output_gradients=dy)
 
         compiled_forward = tf.function(forward, jit_compile=True)
         compiled_backward = tf.function(forward_backward, jit_compile=True)
@@ -424,11 +434,12 @@ class KerasRunner:
         def forward(trainable, inputs):
             return apply(trainable, inputs, False)
 
-        def loss(trainable, inputs):
-            y = apply(trainable, inputs, True)
-            return jnp.sum(y * dy), y
+        def gradient(trainable, inputs):
+            # The gradients for the upstream gradient dy (a vector-Jacobian product), as
+            # PyTorch's y.backward(dy).
+            y, pullback = jax.vjp(lambda t, i: apply(t, i, True), trainable, inputs)
+            return pullback(dy), y
 
-        gradient = jax.grad(loss, argnums=(0, 1), has_aux=True)
         compiled_forward = jax.jit(forward)
         compiled_gradient = jax.jit(gradient)
 
@@ -456,10 +467,14 @@ class KerasRunner:
             with torch.no_grad():
                 return self._apply(layer, inputs, False)
 
+        # The input is a leaf that requires a gradient, made once (as for the official
+        # modules): a clone in each call would add the input's size to its peak memory.
+        x_leaf = x.clone().requires_grad_(True)
+
         def forward_backward(inputs):
             for v in layer.trainable_variables:
                 v.value.grad = None
-            inputs = inputs.clone().requires_grad_(True)
+            inputs.grad = None
             y = self._apply(layer, inputs, True)
             y.backward(dy)
             return y.detach()
@@ -470,7 +485,7 @@ class KerasRunner:
         def compiled_forward_backward(inputs):
             for v in layer.trainable_variables:
                 v.value.grad = None
-            inputs = inputs.clone().requires_grad_(True)
+            inputs.grad = None
             y = compiled_training(inputs)
             y.backward(dy)
             return y.detach()
@@ -481,9 +496,9 @@ class KerasRunner:
 
         return {
             "fwd": lambda: forward(x),
-            "fwd+bwd": lambda: forward_backward(x),
+            "fwd+bwd": lambda: forward_backward(x_leaf),
             "fwd jit": lambda: compiled_inference(x),
-            "fwd+bwd jit": lambda: compiled_forward_backward(x),
+            "fwd+bwd jit": lambda: compiled_forward_backward(x_leaf),
         }
 
     def output(self, y):
