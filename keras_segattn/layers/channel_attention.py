@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_segattn.layers._checks import input_channels
-from keras_segattn.layers._common import release_logits
+from keras_segattn.layers._common import gram_matrix, release_logits
 
 _SMALLEST_NORMAL = 1.1754944e-38  # float32
 
@@ -65,15 +65,8 @@ class ChannelAttention(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         # (B, H, W, C) -> (B, N, C)
         flat = ops.reshape(x, (-1, height * width, channels))
-        # (B, C, N) @ (B, N, C) -> (B, C, C). E = X X^T has the gradient (G + G^T) X for
-        # dL/dE = G: one C x N product, where differentiating both operands of the product
-        # forms two and adds them (one more N x C gradient alive and 2 N C^2 more FLOPs in
-        # the backward). So the second operand is held constant and the transposed energies'
-        # gradient G^T is routed to the first one: E' = E + (E^T - stop(E^T)) is exactly E
-        # (t - t = 0) with dL/dE = G + G^T.
-        energy = ops.matmul(ops.transpose(flat, (0, 2, 1)), ops.stop_gradient(flat))
-        energy_t = ops.transpose(energy, (0, 2, 1))
-        energy = energy + (energy_t - ops.stop_gradient(energy_t))
+        # (B, N, C) -> (B, C, C): E = X X^T, with one C x N product in its gradient.
+        energy = gram_matrix(flat)
         # softmax is shift invariant, so the gradient through the row max is exactly zero:
         # stop it rather than back-propagate through the max (an arg-max mask on torch).
         energy_new = ops.stop_gradient(ops.max(energy, axis=-1, keepdims=True)) - energy

@@ -32,9 +32,11 @@ class FullyAttentional(keras.layers.Layer):
         y = ReLU(BN(Conv3x3_noBias(gamma (O1 + O2) + x)))
 
     No scaling; energies and softmax in float32; ``gamma`` is a float32 ``(1,)`` variable
-    initialised to zero (as upstream). Memory ``O(B (H + W) C^2)``. On JAX each branch runs
-    ``_attend_lines_written_out`` (a written-out gradient, the context computed channels
-    last: faster under XLA:CPU, see its docstring); elsewhere ``_attend_lines``.
+    initialised to zero (as upstream). Memory ``O(B (H + W) C^2)``. On JAX, and on
+    TensorFlow in eager mode, each branch runs ``_attend_lines_written_out`` (a written-out
+    gradient, the context computed channels last: faster under XLA:CPU, and less memory
+    under an eager ``GradientTape``; see ``_written_out_gradient``); elsewhere
+    ``_attend_lines``.
 
     Input ``(B, H, W, C)``; output ``(B, H, W, C)``.
 
@@ -85,8 +87,7 @@ class FullyAttentional(keras.layers.Layer):
         # The energies and softmax in float32, the products with the softmax'ed (convex)
         # weights in the compute dtype (no overflow under float16).
         dtype = self.compute_dtype
-        attend = (_attend_lines_written_out if keras.backend.backend() == "jax"
-                  else _attend_lines)
+        attend = _attend_lines_written_out if _written_out_gradient() else _attend_lines
         # Column branch: the W columns (B, W, C, H) with the row descriptors -> (B, W, H, C)
         out_cols = attend(ops.transpose(x32, (0, 2, 3, 1)), row_desc, dtype)
         out_cols = ops.transpose(ops.cast(out_cols, "float32"), (0, 2, 1, 3))
@@ -112,6 +113,27 @@ class FullyAttentional(keras.layers.Layer):
         return config
 
 
+def _written_out_gradient():
+    """Whether the branches run ``_attend_lines_written_out``: on JAX, and on TensorFlow when
+    executing eagerly.
+
+    TensorFlow's eager ``GradientTape`` differentiates the plain expression op by op and
+    reached the soft-max gradients of both branches with both branches' ``dA`` alive, and
+    each soft-max gradient holds two more ``C x C'`` maps per line: forward+backward at
+    64x64x512 peaked at 441 MiB (official module 393), 337 MiB written out; 701 against 562
+    at 97x97. In a ``tf.function`` (``model.fit``, XLA) the graph frees each map when its
+    consumers are done, and XLA ran the plain expression's backward faster than the
+    written-out one (64x64: 667 against 909 ms; XLA's peak 445 MiB either way), so
+    compiled TensorFlow keeps the plain expression.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    return backend == "jax"
+
+
 def _attend_lines(lines, descriptors, dtype):
     """``transpose(softmax(lines @ descriptors, axis=C') @ lines)``: ``lines`` ``(B, L, C, S)``
     float32 (``L`` lines of ``S`` positions), ``descriptors`` ``(B, S, C')`` float32; returns
@@ -129,8 +151,8 @@ def _attend_lines(lines, descriptors, dtype):
 
 
 def _attend_lines_written_out(lines, descriptors, dtype):
-    """``_attend_lines`` with a written-out gradient (the JAX path), the context computed
-    directly in the ``(B, L, S, C)`` layout.
+    """``_attend_lines`` with a written-out gradient (JAX, eager TensorFlow), the context
+    computed directly in the ``(B, L, S, C)`` layout.
 
     With ``A = softmax(E)``, ``E = X P`` per line (``X`` the line ``(C, S)``, ``P`` the
     descriptors ``(S, C')``) and the output ``O = (A X)^T`` ``(S, C)``::
@@ -153,7 +175,11 @@ def _attend_lines_written_out(lines, descriptors, dtype):
     @ops.custom_gradient
     def attend(lines, descriptors):
         # (B, L, C, S) (B, S, C') -> (B, L, C, C'), softmax over C'
-        attention = ops.softmax(ops.einsum("blcs,bsd->blcd", lines, descriptors), axis=-1)
+        # From constants: TensorFlow's tape records a custom gradient's inner operations too,
+        # and would hold their inputs for a gradient nobody asks for.
+        lines, descriptors = ops.stop_gradient(lines), ops.stop_gradient(descriptors)
+        attention = release_logits(
+            ops.softmax(ops.einsum("blcs,bsd->blcd", lines, descriptors), axis=-1))
         values = ops.cast(lines, dtype)
         # (B, L, C, C') (B, L, C', S) -> (B, L, S, C)
         context = ops.einsum("blcd,blds->blsc", ops.cast(attention, dtype), values)
@@ -168,7 +194,10 @@ def _attend_lines_written_out(lines, descriptors, dtype):
             d_energy = ops.cast(ops.einsum("blsc,blds->blcd", upstream, values), "float32")
             row_sums = ops.sum(ops.cast(upstream, "float32") * ops.cast(context, "float32"),
                                axis=2)  # (B, L, C)
-            d_energy = attention * (d_energy - ops.expand_dims(row_sums, -1))
+            # Two statements, so that eager mode frees dA before the product: two C x C' maps
+            # per line at once instead of three.
+            d_energy = d_energy - ops.expand_dims(row_sums, -1)
+            d_energy = attention * d_energy
             # through the energies: (B, L, C, C') (B, S, C') -> (B, L, C, S)
             d_lines = d_lines + ops.einsum("blcd,bsd->blcs", d_energy, descriptors)
             # (B, L, C, C') (B, L, C, S) -> (B, S, C')

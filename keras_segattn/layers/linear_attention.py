@@ -8,6 +8,7 @@ from keras_segattn.layers._common import (
     QueryKeyValueAttention,
     outer_product,
     project_weighted_sums,
+    sum_over_positions,
     scale_by,
 )
 
@@ -23,10 +24,34 @@ def _check_eps(layer_name, eps):
     return float(eps)
 
 
+def _sum_of_squares(x):
+    """``sum_c x[..., c]^2`` (keepdims), with the gradient ``2 x dy`` on TensorFlow.
+
+    TensorFlow's eager tape keeps the input of a sum for its gradient, here the squares, one
+    more map alive from the forward to the backward (LinearChannelAttention's eager
+    forward+backward at 64x64x512: 56 MiB against 48); the written-out gradient needs only
+    ``x``, which the layer keeps anyway.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return ops.sum(ops.square(x), axis=-1, keepdims=True)
+
+    @ops.custom_gradient
+    def sum_of_squares(x):
+        def gradient(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return 2.0 * x * upstream
+
+        # From a constant: TensorFlow's tape records a custom gradient's inner operations
+        # too, and would hold the squares for a gradient nobody asks for.
+        return ops.sum(ops.square(ops.stop_gradient(x)), axis=-1, keepdims=True), gradient
+
+    return sum_of_squares(x)
+
+
 def _inverse_l2_norm(x):
     """``1 / ||x||_2`` over the last (channel) axis, per position (keepdims)."""
-    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
-    return ops.rsqrt(ops.maximum(squared_norm, _MIN_SQUARED_NORM))
+    return ops.rsqrt(ops.maximum(_sum_of_squares(x), _MIN_SQUARED_NORM))
 
 
 def _l2_normalize_channels(x):
@@ -197,9 +222,9 @@ class LinearChannelAttention(keras.layers.Layer):
 
         # sum_c normed[n, c] = value_sum[n] / ||x_n||: no second pass over the map.
         position_sum = ops.squeeze(value_sum * inverse_norm, -1) + self.eps  # (B, N)
-        # (B, N, C) . (B, N) -> (B, C)
-        denominator = ops.cast(num_positions, "float32") + ops.einsum(
-            "bnc,bn->bc", normed, position_sum
+        # (B, N, 1) x (B, N, C) -> (B, 1, C) -> (B, C)
+        denominator = ops.cast(num_positions, "float32") + ops.squeeze(
+            sum_over_positions(ops.expand_dims(position_sum, -1), normed), 1
         )
         # matrix[c', c] = sum_n normed[n, c'] x[n, c]: (B, N, C') x (B, N, C) -> (B, C', C).
         # In this operand order PyTorch hands the transposed (N-major) gradient of the
@@ -207,7 +232,7 @@ class LinearChannelAttention(keras.layers.Layer):
         # contiguous. The order "bnc,bnd->bcd" gave ``flat`` the transposed one, and each
         # accumulation into it became a strided copy (forward+backward at 64x64x512 on
         # torch: 88 -> 67 ms; the official module 80 ms). TensorFlow and JAX are unaffected.
-        matrix = ops.einsum("bnd,bnc->bdc", normed, flat)
+        matrix = sum_over_positions(normed, flat)
         # context = gamma * (value_sum + normed @ matrix) / denominator, with the per-channel
         # factor gamma / denominator applied to the C' x C matrix and to value_sum before the
         # products: the backward then keeps no N x C numerator map (jax.jit forward+backward

@@ -3,7 +3,11 @@ import numpy as np
 import pytest
 
 from keras_segattn.layers import FullyAttentional
-from keras_segattn.layers.fully_attentional import _attend_lines, _attend_lines_written_out
+from keras_segattn.layers.fully_attentional import (
+    _attend_lines,
+    _attend_lines_written_out,
+    _written_out_gradient,
+)
 from keras_segattn.testing import TestCase, values_and_input_gradient
 
 class TestFullyAttentional(TestCase):
@@ -24,7 +28,8 @@ class TestFullyAttentional(TestCase):
 
     @pytest.mark.parametrize("wrt", ["lines", "descriptors"])
     def test_written_out_gradient_equals_the_plain_expression(self, wrt):
-        """The JAX path (``_attend_lines_written_out``: the context written ``(S, C)``, a
+        """The JAX and eager TensorFlow path (``_attend_lines_written_out``: the context
+        written ``(S, C)``, a
         written-out gradient) against the plain expression differentiated by the backend,
         on every backend, and both values against float64 NumPy."""
         rng = np.random.default_rng(4)
@@ -47,6 +52,36 @@ class TestFullyAttentional(TestCase):
             self.assertAllClose(results[attend_lines][0], expected, atol=1e-5, rtol=1e-5)
         self.assertAllClose(results[_attend_lines_written_out][1], results[_attend_lines][1],
                             atol=1e-5, rtol=1e-5)
+
+    def test_written_out_gradient_on_jax_and_eager_tensorflow(self):
+        """JAX and eager TensorFlow take the written-out gradient, a ``tf.function`` and
+        PyTorch the plain expression; on TensorFlow the layer's gradients agree both ways."""
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            assert _written_out_gradient() is (backend == "jax")
+            return
+        import tensorflow as tf
+
+        in_graph = []
+        tf.function(lambda: in_graph.append(_written_out_gradient()))()
+        assert _written_out_gradient() is True and in_graph == [False]
+
+        x = tf.constant(np.random.default_rng(6).normal(size=(2, 9, 7, 16)).astype("float32"))
+        upstream = tf.constant(np.random.default_rng(7).normal(size=(2, 9, 7, 16)), "float32")
+        layer = FullyAttentional()
+        layer(x)
+        layer.gamma.assign(np.array([0.7], "float32"))
+
+        def gradients(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+            return tape.gradient(y, [x, layer.gamma, layer.row_dense.kernel],
+                                 output_gradients=upstream)
+
+        eager = gradients(x)
+        for compiled in (tf.function(gradients), tf.function(gradients, jit_compile=True)):
+            self.assertAllClose(compiled(x), eager, atol=1e-4, rtol=1e-4)
 
     def test_layer_contract(self):
         x = np.random.default_rng(1).normal(size=(2, 9, 7, 16)).astype("float32")
