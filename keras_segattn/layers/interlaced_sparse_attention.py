@@ -13,7 +13,7 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import positive_int, rank4_channels
-from keras_segattn.layers._common import pad_or_crop_axis as _pad_or_crop_axis, pointwise_conv
+from keras_segattn.layers._common import pad_or_crop_spatial, pointwise_conv
 from keras_segattn.layers._common import softmax_attention, static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
@@ -290,8 +290,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
         height, width = _size(inputs, 1), _size(inputs, 2)
         qh, qw = (height + ph - 1) // ph, (width + pw - 1) // pw
         pad_h, pad_w = qh * ph - height, qw * pw - width
-        x = _pad_or_crop_axis(inputs, qh * ph, pad_h // 2, axis=1)
-        x = _pad_or_crop_axis(x, qw * pw, pad_w // 2, axis=2)
+        x = pad_or_crop_spatial(inputs, qh * ph, qw * pw, pad_h // 2, pad_w // 2)
         channels = inputs.shape[-1]
         out = self.long_range.output_channels
 
@@ -313,8 +312,7 @@ class InterlacedSparseAttention(keras.layers.Layer):
         # (B, Qh, Qw, Ph, Pw, O) -> (B, Qh, Ph, Qw, Pw, O) -> (B, Qh*Ph, Qw*Pw, O)
         x = ops.transpose(ops.reshape(x, (-1, qh, qw, ph, pw, out)), (0, 1, 3, 2, 4, 5))
         x = ops.reshape(x, (-1, qh * ph, qw * pw, out))
-        x = _pad_or_crop_axis(x, height, -(pad_h // 2), axis=1)
-        return _pad_or_crop_axis(x, width, -(pad_w // 2), axis=2)
+        return pad_or_crop_spatial(x, height, width, -(pad_h // 2), -(pad_w // 2))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_channels or input_shape[-1],)

@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from keras_segattn.layers._checks import positive_int, rank4_channels
-from keras_segattn.layers._common import pad_or_crop_axis, static_size as _size
+from keras_segattn.layers._common import pad_or_crop_spatial, static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 from keras_segattn.layers.resize import resize
 
@@ -25,7 +25,7 @@ def average_pool_ceil(x, pool_size):
     height, width = _size(x, 1), _size(x, 2)
     qh, qw = (height + p - 1) // p, (width + p - 1) // p
     # Zero-pad at the end to whole windows (gather + mask: works with unknown sizes).
-    padded = pad_or_crop_axis(pad_or_crop_axis(x, qh * p, 0, 1), qw * p, 0, 2)
+    padded = pad_or_crop_spatial(x, qh * p, qw * p, 0, 0)
     # (B, Qh*p, Qw*p, C) -> (B, Qh, p, Qw, p, C) -> window sums (B, Qh, Qw, C)
     sums = ops.sum(ops.reshape(padded, (-1, qh, p, qw, p, x.shape[-1])), axis=(2, 4))
     rows = ops.minimum(p, height - ops.arange(0, qh, 1, dtype="int32") * p)
