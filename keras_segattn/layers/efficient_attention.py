@@ -197,7 +197,8 @@ class EfficientAttention(keras.layers.Layer):
         # (B, N, h dk) @ (B, h dk, C) -> (B, N, C)
         query = ops.reshape(ops.cast(query, dtype), (-1, height * width, self.key_channels))
         output = ops.cast(ops.matmul(query, ops.cast(folded, dtype)), self.compute_dtype)
-        output = ops.add(output, ops.cast(self.reprojection.bias, self.compute_dtype))  # BiasAdd on TF
+        # ops.add: a BiasAdd on TensorFlow, whose gradient keeps no N x C product
+        output = ops.add(output, ops.cast(self.reprojection.bias, self.compute_dtype))
         return ops.reshape(output, (-1, height, width, channels))
 
     def reference_weight_mapping(self):

@@ -29,9 +29,9 @@ class TestFullyAttentional(TestCase):
     @pytest.mark.parametrize("wrt", ["lines", "descriptors"])
     def test_written_out_gradient_equals_the_plain_expression(self, wrt):
         """The JAX and eager TensorFlow path (``_attend_lines_written_out``: the context
-        written ``(S, C)``, a
-        written-out gradient) against the plain expression differentiated by the backend,
-        on every backend, and both values against float64 NumPy."""
+        written ``(S, C)``, a written-out gradient) against the plain expression
+        differentiated by the backend, on every backend, and both values against float64
+        NumPy."""
         rng = np.random.default_rng(4)
         lines = rng.normal(size=(2, 3, 5, 4)).astype("float32")  # (B, L, C, S)
         descriptors = rng.normal(size=(2, 4, 5)).astype("float32")  # (B, S, C')
