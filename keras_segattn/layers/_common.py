@@ -153,14 +153,17 @@ def sum_over_positions(a, b):
     """``a^T b`` per batch element, the sum over positions ``sum_n a[n, d] b[n, c]``:
     ``(B, N, D)`` and ``(B, N, C)`` -> ``(B, D, C)``.
 
-    On TensorFlow the gradient is written out as two batched products that need no copy,
-    ``dL/da = b G^T`` and ``dL/db = a G`` for ``dL/dE = G``: its own ``einsum`` gradients write
-    each ``N x C`` result transposed, ``(B, C, N)``, and copy it back, two transient maps per
-    operand (LinearChannelAttention's eager forward+backward at 64x64x512: 64 -> 56 MiB with
-    its two products over positions written out, official module 49). Elsewhere the
-    ``einsum``.
+    On TensorFlow and JAX the gradient is written out as two batched products that need no
+    copy, ``dL/da = b G^T`` and ``dL/db = a G`` for ``dL/dE = G``. Their own ``einsum``
+    gradients write each ``N x C`` result transposed, ``(B, C, N)``, and copy it back:
+    TensorFlow's eager tape holds two transient maps per operand (LinearChannelAttention's
+    eager forward+backward at 64x64x512: 64 -> 56 MiB with its two products over positions
+    written out, official module 49), and XLA:CPU's ``jax.jit`` buffer assignment kept three
+    such transposed copies (LinearChannelAttention's forward+backward at 64x64x512: 57 ->
+    35 MiB, at 97x97 130 -> 77; official module 49 and 111). On PyTorch the ``einsum``,
+    whose autograd hands back contiguous gradients in this operand order.
     """
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() == "torch":
         return ops.einsum("bnd,bnc->bdc", a, b)
 
     @ops.custom_gradient

@@ -1,7 +1,7 @@
-"""The products over positions with written-out TensorFlow gradients: ``gram_matrix``
+"""The products over positions with written-out gradients: ``gram_matrix``
 (DANet's channel energies), ``sum_over_positions`` and LinearChannelAttention's sum of
-squares. Values and input gradients against float64 NumPy on every backend (TensorFlow
-through the custom gradients, PyTorch and JAX through their own autodiff).
+squares. Values and input gradients against float64 NumPy on every backend (through the
+written-out gradients where a backend has them, else its own autodiff).
 """
 
 import numpy as np
