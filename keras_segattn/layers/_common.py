@@ -13,6 +13,32 @@ def static_size(x, axis):
     return int(static) if static is not None else ops.shape(x)[axis]
 
 
+def with_written_out_gradient(forward):
+    """``ops.custom_gradient`` for ``forward(*inputs) -> (value, gradient)``, where
+    ``gradient(upstream)`` returns the inputs' gradients: the one way every written-out
+    gradient in this package is defined.
+
+    ``forward`` receives the inputs through ``ops.stop_gradient``: TensorFlow's tape records
+    a custom gradient's inner operations too, and would hold what they keep (their inputs,
+    transposed copies) for a gradient nobody asks for. ``gradient`` receives the upstream
+    gradient however the backend passes it (positionally or as ``upstream=``, as Keras'
+    ``custom_gradient`` documents).
+    """
+
+    @ops.custom_gradient
+    def function(*inputs):
+        value, gradient = forward(*(ops.stop_gradient(x) for x in inputs))
+
+        def backend_gradient(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return gradient(upstream)
+
+        return value, backend_gradient
+
+    return function
+
+
 def pointwise_conv(conv, x, add_bias=True):
     """``conv(x)`` for a built 1x1, stride-1, undilated ``keras.layers.Conv2D`` without
     activation, computed as a matmul over the channel axis: ``x @ kernel[0, 0] + bias``.
@@ -99,18 +125,15 @@ def scale_by(x, factor, broadcast_axis):
         return x * ops.expand_dims(factor, broadcast_axis)
     contraction = {1: "bnc,bnc->bc", 2: "bnc,bnc->bn"}[broadcast_axis]
 
-    @ops.custom_gradient
     def scale(x, factor):
         expanded = ops.expand_dims(factor, broadcast_axis)
 
-        def gradient(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
+        def gradient(upstream):
             return upstream * expanded, ops.einsum(contraction, x, upstream)
 
         return x * expanded, gradient
 
-    return scale(x, factor)
+    return with_written_out_gradient(scale)(x, factor)
 
 
 def gram_matrix(x):
@@ -131,19 +154,13 @@ def gram_matrix(x):
     """
     if keras.backend.backend() == "tensorflow":
 
-        @ops.custom_gradient
         def gram(x):
-            def gradient(*args, upstream=None):
-                if upstream is None:
-                    (upstream,) = args
+            def gradient(upstream):
                 return ops.matmul(x, upstream + ops.transpose(upstream, (0, 2, 1)))
 
-            # From a constant: TensorFlow's tape records a custom gradient's inner operations
-            # too (and would keep what they hold for a gradient nobody asks for).
-            constant = ops.stop_gradient(x)
-            return ops.einsum("bnc,bnd->bcd", constant, constant), gradient
+            return ops.einsum("bnc,bnd->bcd", x, x), gradient
 
-        return gram(x)
+        return with_written_out_gradient(gram)(x)
     energy = ops.einsum("bnc,bnd->bcd", x, ops.stop_gradient(x))
     energy_t = ops.transpose(energy, (0, 2, 1))
     return energy + (energy_t - ops.stop_gradient(energy_t))
@@ -166,17 +183,13 @@ def sum_over_positions(a, b):
     if keras.backend.backend() == "torch":
         return ops.einsum("bnd,bnc->bdc", a, b)
 
-    @ops.custom_gradient
     def contract(a, b):
-        def gradient(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
+        def gradient(upstream):
             return ops.matmul(b, ops.transpose(upstream, (0, 2, 1))), ops.matmul(a, upstream)
 
-        # From constants, as in gram_matrix.
-        return ops.einsum("bnd,bnc->bdc", ops.stop_gradient(a), ops.stop_gradient(b)), gradient
+        return ops.einsum("bnd,bnc->bdc", a, b), gradient
 
-    return contract(a, b)
+    return with_written_out_gradient(contract)(a, b)
 
 
 def outer_product(column, row):
@@ -404,17 +417,10 @@ def softmax_attention(query, key, value, scale=None, return_attention=False, blo
     row_sums_from_context = (isinstance(num_keys, int) and isinstance(value_channels, int)
                              and value_channels < num_keys)
 
-    @ops.custom_gradient
     def attend(query, key, value):
-        # From constants: TensorFlow's tape records a custom gradient's inner operations too,
-        # and would hold their inputs (ISA: the transposed keys) for a gradient nobody asks
-        # for.
-        context, attention = _softmax_attention(
-            ops.stop_gradient(query), ops.stop_gradient(key), ops.stop_gradient(value), scale)
+        context, attention = _softmax_attention(query, key, value, scale)
 
-        def gradient(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
+        def gradient(upstream):
             # (B, N, M)^T (B, N, C) -> (B, M, C), in the value's dtype: one product with the
             # kept attention, no N x M temporary
             d_value = ops.einsum("bnm,bnc->bmc", ops.cast(attention, value.dtype), upstream)
@@ -455,7 +461,7 @@ def softmax_attention(query, key, value, scale=None, return_attention=False, blo
 
         return context, gradient
 
-    return attend(query, key, value)
+    return with_written_out_gradient(attend)(query, key, value)
 
 
 def _query_blocks(query, key):

@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import rank4_channels
-from keras_segattn.layers._common import release_logits
+from keras_segattn.layers._common import release_logits, with_written_out_gradient
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 
@@ -172,21 +172,15 @@ def _attend_lines_written_out(lines, descriptors, dtype):
     the gradients against the backend's gradient of ``_attend_lines``.
     """
 
-    @ops.custom_gradient
     def attend(lines, descriptors):
         # (B, L, C, S) (B, S, C') -> (B, L, C, C'), softmax over C'
-        # From constants: TensorFlow's tape records a custom gradient's inner operations too,
-        # and would hold their inputs for a gradient nobody asks for.
-        lines, descriptors = ops.stop_gradient(lines), ops.stop_gradient(descriptors)
         attention = release_logits(
             ops.softmax(ops.einsum("blcs,bsd->blcd", lines, descriptors), axis=-1))
         values = ops.cast(lines, dtype)
         # (B, L, C, C') (B, L, C', S) -> (B, L, S, C)
         context = ops.einsum("blcd,blds->blsc", ops.cast(attention, dtype), values)
 
-        def gradient(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
+        def gradient(upstream):
             # through the values: (B, L, C, C') (B, L, S, C) -> (B, L, C', S)
             d_lines = ops.cast(
                 ops.einsum("blcd,blsc->blds", ops.cast(attention, dtype), upstream), "float32")
@@ -206,4 +200,4 @@ def _attend_lines_written_out(lines, descriptors, dtype):
 
         return context, gradient
 
-    return attend(lines, descriptors)
+    return with_written_out_gradient(attend)(lines, descriptors)

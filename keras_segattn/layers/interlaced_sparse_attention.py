@@ -14,6 +14,7 @@ from keras import ops
 from keras_segattn import convert
 from keras_segattn.layers._checks import positive_int, rank4_channels
 from keras_segattn.layers._common import pad_or_crop_spatial, pointwise_conv
+from keras_segattn.layers._common import with_written_out_gradient
 from keras_segattn.layers._common import softmax_attention, static_size as _size
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
@@ -286,33 +287,14 @@ class InterlacedSparseAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        ph, pw = self.down_factor
         height, width = _size(inputs, 1), _size(inputs, 2)
-        qh, qw = (height + ph - 1) // ph, (width + pw - 1) // pw
-        pad_h, pad_w = qh * ph - height, qw * pw - width
-        x = pad_or_crop_spatial(inputs, qh * ph, qw * pw, pad_h // 2, pad_w // 2)
-        channels = inputs.shape[-1]
-        out = self.long_range.output_channels
-
-        # (B, Qh*Ph, Qw*Pw, C) -> (B, Qh, Ph, Qw, Pw, C) -> (B, Ph, Pw, Qh, Qw, C)
-        x = ops.reshape(x, (-1, qh, ph, qw, pw, channels))
-        x = ops.transpose(x, (0, 2, 4, 1, 3, 5))
-        # Long range: batch B*Ph*Pw of Qh x Qw maps (x reassigned first so that eager
-        # backends free the padded map before the block runs).
-        x = ops.reshape(x, (-1, qh, qw, channels))
+        # Long range: batch B*Ph*Pw of Qh x Qw maps (pixels P apart).
+        x = to_groups(inputs, self.down_factor, long_range=True)
         x = self.long_range(x, training=training)
-        # (B, Ph, Pw, Qh, Qw, O) -> (B, Qh, Qw, Ph, Pw, O)
-        x = ops.transpose(ops.reshape(x, (-1, ph, pw, qh, qw, out)), (0, 3, 4, 1, 2, 5))
-        # Short range: batch B*Qh*Qw of contiguous Ph x Pw blocks. Through (M, O) first: with
-        # a batch of 1 the 4-D regrouping is a strided view on torch, which each of the three
-        # projections' matmuls would copy again (three saved copies in training); the 2-D
-        # reshape copies it once.
-        x = ops.reshape(ops.reshape(x, (-1, out)), (-1, ph, pw, out))
+        # Short range: batch B*Qh*Qw of contiguous Ph x Pw blocks.
+        x = _long_to_short_range(x, height, width, self.down_factor)
         x = self.short_range(x, training=training)
-        # (B, Qh, Qw, Ph, Pw, O) -> (B, Qh, Ph, Qw, Pw, O) -> (B, Qh*Ph, Qw*Pw, O)
-        x = ops.transpose(ops.reshape(x, (-1, qh, qw, ph, pw, out)), (0, 1, 3, 2, 4, 5))
-        x = ops.reshape(x, (-1, qh * ph, qw * pw, out))
-        return pad_or_crop_spatial(x, height, width, -(pad_h // 2), -(pad_w // 2))
+        return from_groups(x, height, width, self.down_factor, long_range=False)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_channels or input_shape[-1],)
@@ -342,3 +324,91 @@ class InterlacedSparseAttention(keras.layers.Layer):
             }
         )
         return config
+
+
+def _padded_grid(height, width, down_factor):
+    """``(Q_h, Q_w, top, left)``: the blocks per side and the padding before the map."""
+    ph, pw = down_factor
+    qh, qw = (height + ph - 1) // ph, (width + pw - 1) // pw
+    return qh, qw, (qh * ph - height) // 2, (qw * pw - width) // 2
+
+
+def _group_order(long_range):
+    """The transpose from ``(B, Q_h, P_h, Q_w, P_w, C)`` to the grouped order."""
+    # long range (B, Ph, Pw, Qh, Qw, C): one group per offset (p, q) in the blocks;
+    # short range (B, Qh, Qw, Ph, Pw, C): one group per block (a, b)
+    return (0, 2, 4, 1, 3, 5) if long_range else (0, 1, 3, 2, 4, 5)
+
+
+def _to_groups(x, down_factor, long_range):
+    ph, pw = down_factor
+    height, width, channels = _size(x, 1), _size(x, 2), x.shape[-1]
+    qh, qw, top, left = _padded_grid(height, width, down_factor)
+    x = pad_or_crop_spatial(x, qh * ph, qw * pw, top, left)
+    x = ops.transpose(ops.reshape(x, (-1, qh, ph, qw, pw, channels)), _group_order(long_range))
+    # Through (M, C) first: with a batch of 1 the 4-D regrouping is a strided view on torch,
+    # which each of the three projections' matmuls would copy again (three saved copies in
+    # training); the 2-D reshape copies it once.
+    group_shape = (qh, qw) if long_range else (ph, pw)
+    return ops.reshape(ops.reshape(x, (-1, channels)), (-1, *group_shape, channels))
+
+
+def _from_groups(groups, height, width, down_factor, long_range):
+    ph, pw = down_factor
+    channels = groups.shape[-1]
+    qh, qw, top, left = _padded_grid(height, width, down_factor)
+    shape = (-1, ph, pw, qh, qw, channels) if long_range else (-1, qh, qw, ph, pw, channels)
+    inverse = [_group_order(long_range).index(axis) for axis in range(6)]
+    x = ops.transpose(ops.reshape(groups, shape), inverse)
+    x = ops.reshape(x, (-1, qh * ph, qw * pw, channels))
+    return pad_or_crop_spatial(x, height, width, -top, -left)
+
+
+def to_groups(x, down_factor, long_range):
+    """ISA's grouping of a ``(B, H, W, C)`` map: zero-padded to ``(Q_h P_h, Q_w P_w)``
+    (``pad // 2`` before, the rest after), then with ``long_range`` ``(B P_h P_w, Q_h, Q_w,
+    C)`` (the pixels ``(a P_h + p, b P_w + q)`` of each offset ``(p, q)``), else ``(B Q_h Q_w,
+    P_h, P_w, C)`` (each contiguous block ``(a, b)``). ``from_groups`` is its inverse.
+
+    Both are linear maps, each the other's adjoint (padding's adjoint is the crop, a
+    regrouping's the inverse regrouping), and on TensorFlow each takes the other as its
+    gradient: TensorFlow's eager tape kept the padded map under the reshape into groups,
+    and the regrouped output under the crop, until the backward (ISA's forward+backward at
+    97x97x512: one 104x104x512 map, 21 MiB). Other backends keep nothing for these
+    operations and differentiate them as they are.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return _to_groups(x, down_factor, long_range)
+    height, width = _size(x, 1), _size(x, 2)
+
+    def forward(x):
+        def gradient(upstream):
+            return _from_groups(upstream, height, width, down_factor, long_range)
+
+        return _to_groups(x, down_factor, long_range), gradient
+
+    return with_written_out_gradient(forward)(x)
+
+
+def from_groups(groups, height, width, down_factor, long_range):
+    """The ``(B, H, W, C)`` map of ``to_groups``' groups, the padding cropped."""
+    if keras.backend.backend() != "tensorflow":
+        return _from_groups(groups, height, width, down_factor, long_range)
+
+    def forward(groups):
+        def gradient(upstream):
+            return _to_groups(upstream, down_factor, long_range)
+
+        return _from_groups(groups, height, width, down_factor, long_range), gradient
+
+    return with_written_out_gradient(forward)(groups)
+
+
+def _long_to_short_range(groups, height, width, down_factor):
+    """The long-range groups regrouped as short-range groups, without the full map."""
+    ph, pw = down_factor
+    channels = groups.shape[-1]
+    qh, qw, _, _ = _padded_grid(height, width, down_factor)
+    # (B, Ph, Pw, Qh, Qw, O) -> (B, Qh, Qw, Ph, Pw, O), through (M, O) as in _to_groups
+    x = ops.transpose(ops.reshape(groups, (-1, ph, pw, qh, qw, channels)), (0, 3, 4, 1, 2, 5))
+    return ops.reshape(ops.reshape(x, (-1, channels)), (-1, ph, pw, channels))

@@ -10,6 +10,7 @@ from keras_segattn.layers._common import (
     project_weighted_sums,
     sum_over_positions,
     scale_by,
+    with_written_out_gradient,
 )
 
 # Floor on the squared L2 norm. The reference divides by the bare norm (an all-zero vector
@@ -35,18 +36,13 @@ def _sum_of_squares(x):
     if keras.backend.backend() != "tensorflow":
         return ops.sum(ops.square(x), axis=-1, keepdims=True)
 
-    @ops.custom_gradient
     def sum_of_squares(x):
-        def gradient(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
+        def gradient(upstream):
             return 2.0 * x * upstream
 
-        # From a constant: TensorFlow's tape records a custom gradient's inner operations
-        # too, and would hold the squares for a gradient nobody asks for.
-        return ops.sum(ops.square(ops.stop_gradient(x)), axis=-1, keepdims=True), gradient
+        return ops.sum(ops.square(x), axis=-1, keepdims=True), gradient
 
-    return sum_of_squares(x)
+    return with_written_out_gradient(sum_of_squares)(x)
 
 
 def _inverse_l2_norm(x):
