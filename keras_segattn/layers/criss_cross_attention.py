@@ -84,7 +84,7 @@ class CrissCrossAttention(QueryKeyValueAttention):
         attention_row = scaled[..., height:]
         # (B, H, W, H') x (B, H', W, C) -> (B, H, W, C), plus the same along the row; in the
         # compute dtype (convex weights times gamma: no overflow under float16).
-        context = ops.einsum("bhwi,biwc->bhwc", attention_col, value) + ops.einsum(
+        context = _column_context(attention_col, value) + ops.einsum(
             "bhwj,bhjc->bhwc", attention_row, value
         )
         outputs = ops.cast(ops.cast(context, "float32") + ops.cast(inputs, "float32"),
@@ -92,3 +92,19 @@ class CrissCrossAttention(QueryKeyValueAttention):
         if return_attention_scores:
             return outputs, attention
         return outputs
+
+
+def _column_context(attention_col, value):
+    """``sum_i A[b, h, w, i] V[b, i, w, c]``: ``(B, H, W, H')`` and ``(B, H', W, C)`` ->
+    ``(B, H, W, C)``, the column term of the context.
+
+    On JAX a batched product over the columns between explicit transposes; XLA:CPU's own
+    lowering of the ``einsum``, whose batch axes ``(b, w)`` are not the leading ones, ran
+    slower (``jax.jit``, 1 x 97 x 97 x 512: 31.5 ms against 23.0). Elsewhere the ``einsum``.
+    """
+    if keras.backend.backend() != "jax":
+        return ops.einsum("bhwi,biwc->bhwc", attention_col, value)
+    # (B, W, H, H') @ (B, W, H', C) -> (B, W, H, C) -> (B, H, W, C)
+    context = ops.matmul(ops.transpose(attention_col, (0, 2, 1, 3)),
+                         ops.transpose(value, (0, 2, 1, 3)))
+    return ops.transpose(context, (0, 2, 1, 3))
