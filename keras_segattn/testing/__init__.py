@@ -3,6 +3,7 @@
 from keras_segattn.testing.test_case import (
     TestCase,
     assert_allclose,
+    gradient_weights,
     to_numpy,
     values_and_input_gradient,
 )

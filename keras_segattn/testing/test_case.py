@@ -56,14 +56,21 @@ def assert_allclose(actual, desired, atol=1e-6, rtol=1e-6, err_msg=""):
     )
 
 
+def gradient_weights(shape):
+    """The fixed output weights ``w`` of ``values_and_input_gradient`` for an output of
+    ``shape``: standard normal, seed 5, float32 (a test's expected gradient is ``w``
+    pulled back through the function)."""
+    return np.random.default_rng(5).normal(size=tuple(shape)).astype("float32")
+
+
 def values_and_input_gradient(fn, x):
-    """``(fn(x), d sum(fn(x) * w) / dx)`` with a fixed ``w`` (standard normal, seed 5, shaped
-    like ``fn(x)``), differentiated by the current backend (``tf.GradientTape``,
-    ``jax.value_and_grad``, torch autograd). ``x``: a float32 NumPy array."""
+    """``(fn(x), d sum(fn(x) * w) / dx)`` with ``w = gradient_weights(fn(x).shape)``,
+    differentiated by the current backend (``tf.GradientTape``, ``jax.value_and_grad``,
+    torch autograd). ``x``: a float32 NumPy array."""
     backend = keras.backend.backend()
 
     def weights_like(y):
-        return np.random.default_rng(5).normal(size=tuple(y.shape)).astype("float32")
+        return gradient_weights(y.shape)
 
     if backend == "tensorflow":
         import tensorflow as tf

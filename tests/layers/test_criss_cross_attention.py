@@ -96,7 +96,7 @@ def test_column_context_and_its_gradient():
     """The column term ``sum_i A[b, h, w, i] V[b, i, w, c]`` (a batched product between
     transposes on JAX, an ``einsum`` elsewhere): values and input gradients against NumPy."""
     from keras_segattn.layers.criss_cross_attention import _column_context
-    from keras_segattn.testing.test_case import assert_allclose, values_and_input_gradient
+    from keras_segattn.testing import assert_allclose, gradient_weights, values_and_input_gradient
 
     b, h, w, c = 2, 5, 3, 4  # H != W != C, so that a swapped axis fails
     # attention (B, H, W, H) and value (B, H, W, C) packed along the last axis
@@ -104,8 +104,7 @@ def test_column_context_and_its_gradient():
     y, grad = values_and_input_gradient(lambda x: _column_context(x[..., :h], x[..., h:]), x)
     a, v = x[..., :h].astype("float64"), x[..., h:].astype("float64")
     assert_allclose(y, np.einsum("bhwi,biwc->bhwc", a, v), atol=1e-5, rtol=1e-5)
-    upstream = np.random.default_rng(5).normal(size=(b, h, w, c)).astype("float32")
-    upstream = upstream.astype("float64")
+    upstream = gradient_weights((b, h, w, c)).astype("float64")
     expected = np.concatenate([np.einsum("bhwc,biwc->bhwi", upstream, v),
                                np.einsum("bhwi,bhwc->biwc", a, upstream)], axis=-1)
     assert_allclose(grad, expected, atol=1e-5, rtol=1e-5)

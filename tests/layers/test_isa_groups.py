@@ -7,17 +7,12 @@ import numpy as np
 import pytest
 
 from keras_segattn.layers.interlaced_sparse_attention import from_groups, to_groups
-from keras_segattn.testing.test_case import assert_allclose, values_and_input_gradient
+from keras_segattn.testing import assert_allclose, gradient_weights, values_and_input_gradient
 
 # 10 x 9 in blocks of 4 x 4: padded to 12 x 12, top 1 and left 1 (the rest after).
 B, H, W, C = 2, 10, 9, 3
 PH, PW = 4, 4
 QH, QW, TOP, LEFT = 3, 3, 1, 1
-
-
-def upstream_like(shape):
-    """The fixed weights ``values_and_input_gradient`` uses, in float64."""
-    return np.random.default_rng(5).normal(size=shape).astype("float32").astype("float64")
 
 
 def group_index(b, a, p, bb, q, long_range):
@@ -62,7 +57,7 @@ def test_to_groups_and_its_gradient(long_range):
     y, grad = values_and_input_gradient(lambda x: to_groups(x, (PH, PW), long_range), x)
     assert_allclose(y, grouped(x.astype("float64"))[long_range], atol=0, rtol=0)
     # the gradient of the grouping is the inverse grouping of the upstream gradient
-    w = upstream_like(tuple(y.shape))
+    w = gradient_weights(tuple(y.shape))
     assert_allclose(grad, ungrouped(w, long_range), atol=1e-6, rtol=1e-6)
 
 
@@ -74,7 +69,7 @@ def test_from_groups_and_its_gradient(long_range):
         lambda g: from_groups(g, H, W, (PH, PW), long_range), groups)
     assert_allclose(y, ungrouped(groups.astype("float64"), long_range), atol=0, rtol=0)
     # the gradient is the upstream gradient zero-padded and grouped (padding gets none)
-    w = upstream_like((B, H, W, C))
+    w = gradient_weights((B, H, W, C))
     assert_allclose(grad, grouped(w)[long_range], atol=1e-6, rtol=1e-6)
     assert_allclose(from_groups(to_groups(y, (PH, PW), long_range), H, W, (PH, PW),
                                 long_range), y, atol=0, rtol=0)
