@@ -65,7 +65,8 @@ class ChannelAttention(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         # (B, H, W, C) -> (B, N, C)
         flat = ops.reshape(x, (-1, height * width, channels))
-        # (B, N, C) -> (B, C, C): E = X X^T, with one C x N product in its gradient.
+        # (B, N, C) -> (B, C, C): E = X X^T from its distinct blocks (3/4 of the products from
+        # 256 channels on), with one C x N product in its gradient.
         energy = gram_matrix(flat)
         # softmax is shift invariant, so the gradient through the row max is exactly zero:
         # stop it rather than back-propagate through the max (an arg-max mask on torch).

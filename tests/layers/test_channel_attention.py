@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_segattn.layers import ChannelAttention
-from keras_segattn.testing import TestCase, values_and_input_gradient
+from keras_segattn.testing import TestCase, gradient_weights, values_and_input_gradient
 
 def numpy_cam(x, gamma):
     """Independent float64 CAM: softmax(-X X^T) over channels."""
@@ -24,28 +24,31 @@ class TestChannelAttention(TestCase):
         x = np.random.default_rng(0).normal(size=(2, 7, 5, 6)).astype("float32")
         self.run_layer_test(ChannelAttention, {}, x, expected_output_shape=(2, 7, 5, 6))
 
-    def test_scores_match_softmax_of_negative_energy(self):
-        x = (0.3 * np.random.default_rng(1).normal(size=(2, 7, 5, 6))).astype("float32")
+    # 256 channels: the energies from their three distinct blocks (``gram_matrix``).
+    @pytest.mark.parametrize("channels", [6, 256])
+    def test_scores_match_softmax_of_negative_energy(self, channels):
+        x = (0.3 * np.random.default_rng(1).normal(size=(2, 7, 5, channels))).astype("float32")
         layer = ChannelAttention()
         layer(x)
         layer.gamma.assign(np.array([1.3], "float32"))
         out, att = layer(x, return_attention_scores=True)
         expected, expected_att = numpy_cam(x, 1.3)
-        assert tuple(att.shape) == (2, 6, 6)
+        assert tuple(att.shape) == (2, channels, channels)
         self.assertAllClose(att, expected_att, atol=1e-6, rtol=1e-4)
         self.assertAllClose(out, expected, atol=1e-5, rtol=1e-4)
 
-    def test_input_gradient_equals_finite_differences_of_the_reference(self):
-        # The layer differentiates E = X X^T through one operand (dL/dE = G + G^T): the
-        # gradient must still be that of the formula. Reference: central differences of the
+    @pytest.mark.parametrize("channels", [6, 256])
+    def test_input_gradient_equals_finite_differences_of_the_reference(self, channels):
+        # The layer's gradient of E = X X^T is written out (dL/dX = X (G + G^T)): it must
+        # still be that of the formula. Reference: central differences of the
         # float64 NumPy CAM along random directions, against <dL/dx, direction>.
         rng = np.random.default_rng(6)
-        x = (0.5 * rng.normal(size=(2, 5, 4, 6))).astype("float32")
+        x = (0.5 * rng.normal(size=(2, 5, 4, channels))).astype("float32")
         layer = ChannelAttention()
         layer(x)
         layer.gamma.assign(np.array([0.8], "float32"))
         y, grad = values_and_input_gradient(layer, x)
-        w = np.random.default_rng(5).normal(size=x.shape)  # the helper's output weights
+        w = gradient_weights(x.shape)  # the helper's output weights
 
         def loss(v):
             return float(np.sum(numpy_cam(v, 0.8)[0] * w))

@@ -5,6 +5,7 @@ written-out gradients where a backend has them, else its own autodiff).
 """
 
 import numpy as np
+import pytest
 
 from keras_segattn.layers._common import gram_matrix, sum_over_positions
 from keras_segattn.layers.linear_attention import _sum_of_squares
@@ -14,14 +15,18 @@ from keras_segattn.testing import assert_allclose, gradient_weights, values_and_
 B, N, D, C = 2, 7, 3, 4
 
 
-def test_gram_matrix_and_its_gradient():
-    x = np.random.default_rng(0).normal(size=(B, N, C)).astype("float32")
+# One product below 256 channels, the three distinct blocks of X^T X from 256 on.
+@pytest.mark.parametrize("channels", [C, 256])
+def test_gram_matrix_and_its_gradient(channels):
+    x = np.random.default_rng(0).normal(size=(B, N, channels)).astype("float32")
     y, grad = values_and_input_gradient(gram_matrix, x)
     x64 = x.astype("float64")
-    w = gradient_weights((B, C, C))
+    w = gradient_weights((B, channels, channels))
     assert_allclose(y, x64.transpose(0, 2, 1) @ x64, atol=1e-5, rtol=1e-5)
-    # E[c, d] = sum_n x[n, c] x[n, d]:  dL/dx = x (W + W^T)
-    assert_allclose(grad, x64 @ (w + w.transpose(0, 2, 1)), atol=1e-5, rtol=1e-5)
+    # E[c, d] = sum_n x[n, c] x[n, d]:  dL/dx = x (W + W^T), a sum over the channels
+    # (float32 rounding grows with their number)
+    atol = 1e-5 * max(1, channels // 32)
+    assert_allclose(grad, x64 @ (w + w.transpose(0, 2, 1)), atol=atol, rtol=1e-5)
 
 
 def test_sum_over_positions_and_its_gradients():
