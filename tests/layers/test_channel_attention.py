@@ -77,7 +77,7 @@ class TestChannelAttention(TestCase):
         layer.gamma.assign(np.array([0.7], "float32"))
         y, grad = values_and_input_gradient(layer, x)
         self.assertAllClose(y, numpy_cam(x, 0.7)[0], atol=1e-4, rtol=1e-5)
-        w = np.random.default_rng(5).normal(size=x.shape)
+        w = gradient_weights(x.shape)
         direction = np.random.default_rng(11).normal(size=x.shape)
         step = 1e-3
         numeric = (np.sum(numpy_cam(x + step * direction, 0.7)[0] * w)
