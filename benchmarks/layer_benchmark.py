@@ -772,6 +772,17 @@ def _ratio(ours, official):
     return f"{ours['median'] / official['median']:.2f}"
 
 
+def _ratio_range(ours, official):
+    """Lowest and highest of the per-round ratios ``ours_i / official_i``: the calls of one
+    round run back to back, so each ratio sees the same machine load."""
+    if not ours or not official:
+        return "–"
+    ratios = [a / b for a, b in zip(ours.get("times", []), official.get("times", [])) if b]
+    if not ratios:
+        return "–"
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
 def markdown(results):
     records = results["records"]
     table = _lookup(records)
@@ -814,6 +825,26 @@ def markdown(results):
                     else:
                         row.append(f"{_ms(f)} \\| {_ms(b)} ms")
             lines.append("| " + " | ".join(row) + " |")
+    if engines:
+        lines += ["", "## Spread of the ratios: lowest-highest of the rounds", "",
+                  "Each timed round calls every engine once, back to back; the ratio of ours to "
+                  "the official module within each round, forward | forward+backward: how far "
+                  "single calls wander on this machine around the medians above.", "",
+                  "| layer | size | " + " | ".join(f"{e} eager | {e} jit" for e in engines)
+                  + " |", "|" + "---|" * (2 + 2 * len(engines))]
+        for case in cases:
+            for size in sizes:
+                official_f = table.get((case, size, "official", "fwd"))
+                official_b = table.get((case, size, "official", "fwd+bwd"))
+                if not official_f or not any(table.get((case, size, e, "fwd")) for e in engines):
+                    continue
+                row = [records_title(records, case), f"{size}"]
+                for e in engines:
+                    for suffix in ("", " jit"):
+                        row.append(
+                            f"{_ratio_range(table.get((case, size, e, 'fwd' + suffix)), official_f)}"
+                            f" \\| {_ratio_range(table.get((case, size, e, 'fwd+bwd' + suffix)), official_b)}")
+                lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Absolute times (ms, median)", "",
               "| layer | size | engine | " + " | ".join(MODES) + " | GFLOP/s (fwd) | first call s |",
               "|" + "---|" * (6 + len(MODES))]

@@ -58,6 +58,29 @@ def test_layer_benchmark_dry_run(tmp_path):
     assert (tmp_path / "layers_time.png").stat().st_size > 0
 
 
+def test_markdown_ratio_spread_pairs_the_calls_of_each_round():
+    layer_benchmark = import_layer_benchmark()
+
+    def record(engine, mode, times):
+        return {"case": "cam", "title": "ChannelAttention (DANet CAM)", "size": 64,
+                "channels": 8, "engine": engine, "mode": mode, "times": times,
+                "median": sorted(times)[len(times) // 2], "flops": 1,
+                "first_seconds": 0.1, "first_peak": None, "steady_peak": None}
+
+    records = [record("official", "fwd", [1.0, 2.0, 4.0]),
+               record("official", "fwd+bwd", [3.0, 3.0, 3.0]),
+               # round by round: 1.1, 0.5, 1.1 (the medians: 1.1 / 2.0 = 0.55)
+               record("torch", "fwd", [1.1, 1.0, 4.4]),
+               record("torch", "fwd+bwd", [1.5, 3.0, 6.0])]
+    results = {"records": records, "command": "layer_benchmark.py", "date": "today",
+               "machine": {"cpus": 2}, "settings": {"repeat": 3, "warmup": 0}, "load": [1.0]}
+    text = layer_benchmark.markdown(results)
+    spread = text[text.index("## Spread of the ratios"):text.index("## Absolute times")]
+    assert "| ChannelAttention | 64 | 0.50-1.10 \\| 0.50-2.00 | – \\| – |" in spread
+    ratios = text[text.index("## Time ratios"):text.index("## Spread of the ratios")]
+    assert "| 0.55 \\| 1.00 |" in ratios
+
+
 def test_torch_allocation_peak_is_the_peak_of_live_tensor_bytes():
     torch = pytest.importorskip("torch")
     layer_benchmark = import_layer_benchmark()
