@@ -34,7 +34,11 @@ class ChannelAttention(keras.layers.Layer):
     thousands leaves most entries 0 and a few percent subnormal, and a CPU multiplying
     subnormal operands without flush-to-zero (PyTorch's default; TensorFlow and XLA flush)
     takes a slow path for each: the product ran 8-20x slower on an Intel Xeon (measured in
-    ``benchmarks/RESULTS.md``). The change to any output is below 1e-37. The C x C energies grow with H*W, so they and the softmax are computed in
+    ``benchmarks/RESULTS.md``). The change to any output is below 1e-37. The flush acts on
+    the forward value only: the gradient is that of ``gamma A`` itself (a plain ``where``
+    would stop it at every flushed entry, and at ``gamma = 0``, the initial value, at every
+    entry, so that ``gamma`` could never leave zero). The C x C energies grow with H*W, so
+    they and the softmax are computed in
     float32 under mixed precision (float16 would overflow on large maps); the product
     ``A X`` runs in the compute dtype.
 
@@ -73,10 +77,13 @@ class ChannelAttention(keras.layers.Layer):
         energy_new = ops.stop_gradient(ops.max(energy, axis=-1, keepdims=True)) - energy
         attention = release_logits(ops.softmax(energy_new, axis=-1))
         # gamma * (A X) = (gamma A) X: scale the C x C map, not the N x C product; flush the
-        # subnormal entries to zero (see the docstring: a slow path per subnormal operand).
+        # subnormal entries to zero (see the docstring: a slow path per subnormal operand) in
+        # the forward value only. scaled + (flushed - scaled) is exactly flushed (x + (-x) is
+        # +0), and its gradient is that of gamma A: gamma's gradient sum(A * dL/d(gamma A)) is
+        # not masked, which a where() alone would do at gamma = 0 (every entry flushed).
         scaled = ops.cast(self.gamma, "float32") * attention
-        scaled = ops.where(ops.abs(scaled) < _SMALLEST_NORMAL, 0.0, scaled)
-        scaled = ops.cast(scaled, self.compute_dtype)
+        flushed = ops.where(ops.abs(scaled) < _SMALLEST_NORMAL, 0.0, scaled)
+        scaled = ops.cast(scaled + ops.stop_gradient(flushed - scaled), self.compute_dtype)
         # out[i, n] = sum_j gamma A[i, j] X[j, n]:  (B, N, C) @ (B, C, C)^T -> (B, N, C), in
         # the compute dtype (A's rows are convex weights: no overflow under float16).
         flat_input = ops.reshape(ops.cast(inputs, self.compute_dtype), (-1, height * width,

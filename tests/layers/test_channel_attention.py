@@ -60,6 +60,45 @@ class TestChannelAttention(TestCase):
             numeric = (loss(x + step * direction) - loss(x - step * direction)) / (2 * step)
             np.testing.assert_allclose(np.sum(grad * direction), numeric, rtol=1e-4)
 
+    @pytest.mark.parametrize("gamma", [0.0, 0.8])
+    def test_gamma_gradient_equals_finite_differences_of_the_reference(self, gamma):
+        # At gamma = 0, its initial value, every entry of gamma A is below the flush
+        # threshold: the flush must not stop gamma's gradient there (it would never train).
+        x = (0.5 * np.random.default_rng(8).normal(size=(2, 5, 4, 6))).astype("float32")
+        w = np.random.default_rng(9).normal(size=x.shape).astype("float32")
+        layer = ChannelAttention()
+        layer(x)
+        layer.gamma.assign(np.array([gamma], "float32"))
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(layer(x) * w)
+            grad = tape.gradient(loss, layer.gamma.value)
+        elif backend == "jax":
+            import jax
+
+            def loss_of(g):
+                y, _ = layer.stateless_call([g], [], x)
+                return (y * w).sum()
+
+            grad = jax.grad(loss_of)(layer.gamma.value)
+        else:
+            import torch
+
+            (layer(torch.from_numpy(x)) * torch.from_numpy(w)).sum().backward()
+            grad = layer.gamma.value.grad
+        grad = float(np.asarray(keras.ops.convert_to_numpy(grad)).reshape(-1)[0])
+
+        def loss(g):
+            return float(np.sum(numpy_cam(x, g)[0] * w))
+
+        step = 1e-3  # the output is linear in gamma
+        numeric = (loss(gamma + step) - loss(gamma - step)) / (2 * step)
+        assert abs(numeric) > 1.0
+        np.testing.assert_allclose(grad, numeric, rtol=1e-4)
+
     def test_subnormal_attention_weights_flushed_without_changing_the_output(self):
         """Energies that differ by ~85-105 leave softmax weights between 1e-46 and 1e-37:
         subnormal in float32 (the reference keeps them, the layer flushes gamma * A to zero
