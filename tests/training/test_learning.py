@@ -10,12 +10,15 @@ horizontal flips), batch 8, AdamW lr 3e-3 poly, ``STEPS`` steps, output stride 8
 momentum (the mmseg recipe) does not learn the cue rule within this budget (mIoU ~0.23 after
 1000 steps); AdamW does.
 
-Measured (2 shared CPU cores, DANet, 800 steps, seed 0): val mIoU 0.585 on JAX (test 60 s
-wall on a loaded machine), 0.58-0.59 on TensorFlow (51 s); JAX seed 1: 0.58; 1000 steps:
-0.60; 500 steps: 0.36 (not yet learned).
+Measured (2 CPU cores, DANet, 800 steps, seed 0) after the fix that lets the channel
+attention's gamma train (held at 0 from 2026-12-05 to -06; in November: JAX 0.585,
+TensorFlow 0.58-0.59 with other numerics): val mIoU 0.584 on
+TensorFlow (34 s), 0.442 on JAX (32 s), 0.460 on PyTorch (45 s), above the ~0.36 of
+shapes found with guessed classes.
 
-PyTorch runs Keras eagerly: the test takes ~2 minutes there alone on 2 cores (8.5 min with two
-other training jobs on the machine), well inside CI's budget, so it runs on every backend.
+PyTorch runs Keras eagerly: the test took ~2 minutes there alone on 2 cores on an earlier
+CPU (8.5 min with two other training jobs on the machine), well inside CI's budget, so it
+runs on every backend.
 
 ``test_caanet_reads_the_far_cue`` (large, ~5 CPU minutes) trains CAANet on the ``96px_far``
 variant (cue 24 px, shapes >= 36 px away), where FCN reads the cue in only one run of three
