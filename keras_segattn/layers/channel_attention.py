@@ -38,9 +38,8 @@ class ChannelAttention(keras.layers.Layer):
     the forward value only: the gradient is that of ``gamma A`` itself (a plain ``where``
     would stop it at every flushed entry, and at ``gamma = 0``, the initial value, at every
     entry, so that ``gamma`` could never leave zero). The C x C energies grow with H*W, so
-    they and the softmax are computed in
-    float32 under mixed precision (float16 would overflow on large maps); the product
-    ``A X`` runs in the compute dtype.
+    they and the softmax are computed in float32 under mixed precision (float16 would
+    overflow on large maps); the product ``A X`` runs in the compute dtype.
 
     Input: ``(B, H, W, C)``. Output: ``(B, H, W, C)``; with ``return_attention_scores=True``
     also the channel attention ``(B, C, C)`` (float32).

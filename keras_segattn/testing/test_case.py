@@ -69,9 +69,6 @@ def values_and_input_gradient(fn, x):
     torch autograd). ``x``: a float32 NumPy array."""
     backend = keras.backend.backend()
 
-    def weights_like(y):
-        return gradient_weights(y.shape)
-
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -79,14 +76,14 @@ def values_and_input_gradient(fn, x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = fn(x)
-            loss = tf.reduce_sum(tf.cast(y, "float32") * weights_like(y))
+            loss = tf.reduce_sum(tf.cast(y, "float32") * gradient_weights(y.shape))
         return y, tape.gradient(loss, x)
     if backend == "jax":
         import jax
 
         def loss(x):
             y = fn(x)
-            return (y.astype("float32") * weights_like(y)).sum(), y
+            return (y.astype("float32") * gradient_weights(y.shape)).sum(), y
 
         (_, y), grad = jax.value_and_grad(loss, has_aux=True)(x)
         return y, grad
@@ -94,7 +91,7 @@ def values_and_input_gradient(fn, x):
 
     x = torch.tensor(x, requires_grad=True)
     y = fn(x)
-    (y.float() * torch.from_numpy(weights_like(y))).sum().backward()
+    (y.float() * torch.from_numpy(gradient_weights(y.shape))).sum().backward()
     return y.detach(), x.grad
 
 
