@@ -42,6 +42,12 @@ Deviations / UNVERIFIED:
   package. Pass ``aux_head=False`` for the CAR recipe.
 * Final resize: ``tf.image.resize`` bilinear (half-pixel centres), i.e.
   ``align_corners=False``.
+* The image-level branch's BN sees one value per image and channel (the pooled feature), so
+  in training it needs at least two images per replica, or synchronized BN over the
+  replicas (``TrainConfig(sync_batch_norm=True)``, ``keras-segattn train --sync-bn``): with
+  one, the batch variance is 0, the branch outputs its BN ``beta`` whatever the image, and
+  its convolution and BN scale get no gradient (Keras BN does this silently, as in the
+  reference; PyTorch's BN raises on it). The reference trains 16 images with sync BN.
 """
 
 import keras

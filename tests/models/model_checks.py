@@ -2,8 +2,8 @@
 
 Every model test file keeps only what is specific to its model and calls:
 
-* ``check_model_contract``: output names/shapes/dtypes at an odd size, a fit step with every
-  loss in the logs, ``predict`` and the ``.keras`` round trip (same class, config, weights
+* ``check_model_contract``: output names/shapes/dtypes at an odd size, two fit steps with
+  every loss in the logs that move every trainable variable, ``predict`` and the ``.keras`` round trip (same class, config, weights
   and predictions);
 * ``check_mixed_precision_and_registry``: ``models.get(name)`` under ``mixed_float16``
   gives the right class and float32 logits at an odd size;
@@ -66,9 +66,20 @@ def check_model_contract(model, expected_outputs, num_classes, loss_weights=None
     if loss_weights is not None:
         assert model.default_loss_weights == loss_weights, model.default_loss_weights
 
-    # fit: defaults (SGD poly, CE on every output, MeanIoU), one (B,H,W) mask for all outputs.
-    model.compile(steps=10)
-    history = model.fit(images(), labels(num_classes), batch_size=2, epochs=1, verbose=0)
+    # fit: the recipe with AdamW and no weight decay (the loss, CE on every output, and
+    # MeanIoU as in the default), one (B,H,W) mask for all outputs, two steps of two images.
+    # AdamW's first steps move a variable by about the learning rate whatever its gradient's
+    # size, and only if the gradient is nonzero: every trainable variable must move, so a
+    # zero gradient (DANet's CAM gamma stayed 0 that way once) fails here. Two steps,
+    # because a branch scaled by a zero-initialised gamma gets its gradient only once gamma
+    # has moved.
+    model.compile(steps=10, optimizer_type="adamw", learning_rate=1e-3, weight_decay=0.0)
+    initial = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
+    history = model.fit(images(batch=4), labels(num_classes, batch=4), batch_size=2, epochs=1,
+                        verbose=0)
+    unchanged = [v.path for v in model.trainable_variables
+                 if np.array_equal(keras.ops.convert_to_numpy(v), initial[v.path])]
+    assert not unchanged, f"no gradient reached {unchanged}"
     logs = history.history
     for name in expected_outputs:
         assert f"{name}_loss" in logs, (name, sorted(logs))
