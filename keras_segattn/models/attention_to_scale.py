@@ -127,6 +127,13 @@ class AttentionToScale(NamedSegmenter):
             logits = sum_s softmax_s(attention(features))^s * scores^s
         """
         options, head = self._multiscale, heads[0]
+        fixed_size = tuple(extractor.input_shape[1:3])
+        if len(options["scales"]) > 1 and fixed_size != (None, None):
+            raise ValueError(
+                f"AttentionToScale runs the backbone on the images scaled by "
+                f"{options['scales']}, but this backbone takes images of one size, "
+                f"{fixed_size}: use a backbone that takes any size, or scales=(1.0,)."
+            )
         scores, features = {}, {}
         for scale in options["scales"]:
             key = scale_output_name(scale)

@@ -44,7 +44,13 @@ import warnings
 import keras
 
 from keras_segattn import recipe, validation
-from keras_segattn.backbones import LEVELS, get_backbone, input_normalization, pyramid_outputs
+from keras_segattn.backbones import (
+    LEVELS,
+    PyramidBackbone,
+    get_backbone,
+    input_normalization,
+    pyramid_outputs,
+)
 from keras_segattn.common import MAIN_OUTPUT
 from keras_segattn.heads.base import Head
 from keras_segattn.layers.normalization import ImageNormalization
@@ -71,6 +77,21 @@ def resolve_backbone(backbone, output_stride=None, input_shape=None, weights=Non
     return get_backbone(backbone, output_stride=output_stride, multi_grid=multi_grid,
                         weights=weights,
                         input_shape=None if input_shape is None else tuple(input_shape))
+
+
+def _check_fixed_input_size(backbone, input_shape):
+    """A backbone built for one image size (KerasHub's MiT takes its ``image_shape``) runs at
+    that size only: the model's ``input_shape`` must name it, else its call would fail deep
+    inside the backbone."""
+    own = tuple(backbone.input_shape[1:])
+    if any(fixed is not None and size != fixed
+           for size, fixed in zip(input_shape[:2], own[:2])):
+        named = backbone.backbone if isinstance(backbone, PyramidBackbone) else backbone
+        raise ValueError(
+            f"backbone {named.name!r} ({type(named).__name__}) takes images of one size, "
+            f"input shape {own}; build the model with input_shape={own} "
+            f"(got input_shape={tuple(input_shape)})."
+        )
 
 
 def feature_extractor(backbone, levels):
@@ -150,6 +171,7 @@ class Segmenter(keras.Model):
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}.")
+        _check_fixed_input_size(backbone, input_shape)
         inputs = keras.Input(shape=input_shape, name="images")
         x = ImageNormalization(**input_normalization(backbone), name="normalize")(inputs)
         levels = [level for level in LEVELS if any(level in h.in_levels for h in heads)]

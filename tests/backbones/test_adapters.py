@@ -1,6 +1,7 @@
 """Backbones passed in: ResNets rebuilt dilated with their weights and exactly one input
 normalisation; other pyramid backbones accepted at their own stride, or a clear error."""
 
+import re
 import warnings
 
 import keras
@@ -146,6 +147,29 @@ class TestOtherPyramidBackbones(TestCase):
             models.DANet(num_classes=3, backbone=mit, input_shape=(64, 64, 3))
         with pytest.raises(ValueError, match="multi_grid"):
             get_backbone(mit, output_stride=32, multi_grid=(1, 2))
+
+    def test_fixed_size_backbone_needs_its_size(self):
+        # MiT is built for its image_shape; a model at another (or any) size is refused in
+        # one line before its call fails inside the backbone.
+        mit = _tiny_mit()
+        for shape in ((None, None, 3), (None, 64, 3), (64, 32, 3)):
+            with pytest.raises(ValueError, match=(
+                    r"^backbone 'mi_t_backbone.*' \(MiTBackbone\) takes images of one size, "
+                    r"input shape \(64, 64, 3\); build the model with input_shape=\(64, 64, 3\) "
+                    rf"\(got input_shape={re.escape(str(shape))}\)\.$")):
+                models.CCNet(num_classes=3, backbone=mit, output_stride=32, input_shape=shape)
+        # Attention to Scale runs the backbone on resized images: at one scale only.
+        with pytest.raises(ValueError, match=(
+                r"^AttentionToScale runs the backbone on the images scaled by \(1\.0, 0\.5\), "
+                r"but this backbone takes images of one size, \(64, 64\): use a backbone that "
+                r"takes any size, or scales=\(1\.0,\)\.$")):
+            models.AttentionToScale(3, backbone=mit, output_stride=32, input_shape=(64, 64, 3),
+                                    scales=(1.0, 0.5), channels=8, attention_channels=8)
+        model = models.AttentionToScale(3, backbone=mit, output_stride=32,
+                                        input_shape=(64, 64, 3), scales=(1.0,), channels=8,
+                                        attention_channels=8)
+        x = image(height=64, width=64, scale=255.0)
+        assert tuple(model(x)["logits"].shape) == (1, 64, 64, 3)
 
     def test_opt_in_runs_at_the_backbones_stride(self):
         mit = _tiny_mit()
