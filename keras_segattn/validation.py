@@ -11,8 +11,10 @@ Where they run:
   example it came from.
 * ``fit`` / ``evaluate`` / ``predict`` of the models (:func:`checked_data`,
   :func:`checked_images`, :func:`one_line_errors`): NumPy inputs are checked once, before
-  Keras sees them; a ``tf.data.Dataset`` gets the same checks per batch, in its own graph,
-  i.e. on the input-pipeline threads that overlap with the training step. Other inputs
+  Keras sees them (values, and shapes: a batch of images with the model's channels, one
+  label per pixel); a ``tf.data.Dataset`` gets the shape checks its element spec allows at
+  once and the value checks per batch, in its own graph, i.e. on the input-pipeline threads
+  that overlap with the training step. Other inputs
   (``keras.utils.PyDataset``, generators, a torch ``DataLoader``) are passed on unchecked.
 * the trainer and the command line: :func:`check_output_dir`, :func:`check_keras_file`.
 
@@ -115,6 +117,40 @@ def check_image_array(images, batch_size=None):
                 int(np.isinf(example).sum()), example.size))
 
 
+def check_image_shape(shape, channels=3, dataset=False):
+    """Raise ``ValueError`` unless ``shape`` (``None`` for an unknown size) is a batch of
+    images, ``(batch, height, width, channels)``. ``dataset``: the shape of a dataset's
+    batches (the hint says to batch it, not to add an axis)."""
+    shape = tuple(None if size is None else int(size) for size in shape)
+    if len(shape) != 4:
+        hint = ""
+        if len(shape) == 3:
+            hint = (": batch the dataset (dataset.batch(n))" if dataset
+                    else ": one image needs a batch axis, images[None]")
+        raise ValueError(f"images must be a batch of shape (batch, height, width, {channels}); "
+                         f"got shape {shape}{hint}.")
+    if channels is not None and shape[-1] is not None and shape[-1] != channels:
+        hint = ", e.g. np.repeat(gray, 3, axis=-1)" if shape[-1] == 1 and channels == 3 else ""
+        noun = "channel" if shape[-1] == 1 else "channels"
+        raise ValueError(f"images have {shape[-1]} {noun} (shape {shape}); the model takes "
+                         f"{channels}{hint}.")
+
+
+def check_label_shape(label_shape, image_shape):
+    """Raise ``ValueError`` unless labels of ``label_shape`` give one class index per pixel of
+    images of ``image_shape``: ``(batch, height, width)`` or ``(batch, height, width, 1)``
+    (``None`` sizes are not compared)."""
+    label_shape = tuple(None if size is None else int(size) for size in label_shape)
+    image_shape = tuple(None if size is None else int(size) for size in image_shape)
+    per_pixel = label_shape[:3] if len(label_shape) == 4 and label_shape[3] == 1 else label_shape
+    if len(per_pixel) != 3 or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(per_pixel, image_shape[:3])):
+        raise ValueError(
+            f"labels of shape {label_shape} do not fit images of shape {image_shape}: one class "
+            "index per pixel, shape (batch, height, width) or (batch, height, width, 1).")
+
+
 # --- in-graph checks (tf.data) -------------------------------------------------------------
 
 
@@ -203,14 +239,23 @@ def _label_paths(element_spec):
     return [(lambda e: e[1], y.dtype)] if y is not None else []
 
 
-def checked_dataset(dataset, num_classes=None, ignore_index=IGNORE_INDEX):
+def checked_dataset(dataset, num_classes=None, ignore_index=IGNORE_INDEX, channels=3):
     """``dataset`` (batched ``x`` or ``(x, y[, sample_weight])``) with the label and image
-    checks added in its graph (``where`` = ``at batch <n>``). Float labels fail here, at once."""
+    checks added in its graph (``where`` = ``at batch <n>``). Float labels and the shapes its
+    element spec knows (:func:`check_image_shape`, :func:`check_label_shape`) fail here, at
+    once."""
     import tensorflow as tf
 
     if getattr(dataset, _CHECKED, False):
         return dataset
     spec = dataset.element_spec
+    image_spec = spec[0] if isinstance(spec, tuple) else spec
+    if isinstance(image_spec, tf.TensorSpec) and image_spec.shape.rank is not None:
+        check_image_shape(image_spec.shape, channels, dataset=True)
+        label_spec = spec[1] if isinstance(spec, tuple) and len(spec) > 1 else None
+        if (num_classes is not None and isinstance(label_spec, tf.TensorSpec)
+                and label_spec.shape.rank is not None):
+            check_label_shape(label_spec.shape, image_spec.shape)
     paths = _label_paths(spec) if num_classes is not None else []
     for getter, dtype in paths:
         if dtype.is_floating:
@@ -248,14 +293,19 @@ def _is_tf_dataset(value):
     return isinstance(value, tf.data.Dataset)
 
 
-def checked_data(x, y, num_classes, batch_size=None, ignore_index=IGNORE_INDEX):
+def checked_data(x, y, num_classes, batch_size=None, ignore_index=IGNORE_INDEX, channels=3):
     """The ``(x, y)`` of ``fit`` / ``evaluate``, checked.
 
     NumPy/tensor ``x`` and ``y`` (or dicts of them) are checked at once (``batch_size``
-    as Keras will batch them, default 32); a ``tf.data.Dataset`` ``x`` comes back wrapped
-    with per-batch in-graph checks; anything else is returned as it is."""
+    as Keras will batch them, default 32): values, and the shapes of an image array and its
+    label array; a ``tf.data.Dataset`` ``x`` comes back wrapped with per-batch in-graph
+    checks; anything else is returned as it is."""
     if _is_tf_dataset(x):
-        return checked_dataset(x, num_classes, ignore_index), y
+        return checked_dataset(x, num_classes, ignore_index, channels), y
+    if _is_array(x):
+        check_image_shape(x.shape, channels)
+        if y is not None and _is_array(y):
+            check_label_shape(y.shape, x.shape)
     size = batch_size or 32
     for value in (x.values() if isinstance(x, dict) else [x]):
         if _is_array(value):
@@ -267,19 +317,22 @@ def checked_data(x, y, num_classes, batch_size=None, ignore_index=IGNORE_INDEX):
     return x, y
 
 
-def checked_validation_data(validation_data, num_classes, batch_size=None):
+def checked_validation_data(validation_data, num_classes, batch_size=None, channels=3):
     """``fit(validation_data=...)``: a dataset or an ``(x, y[, sample_weight])`` tuple."""
     if _is_tf_dataset(validation_data):
-        return checked_dataset(validation_data, num_classes)
+        return checked_dataset(validation_data, num_classes, channels=channels)
     if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
-        checked_data(validation_data[0], validation_data[1], num_classes, batch_size)
+        checked_data(validation_data[0], validation_data[1], num_classes, batch_size,
+                     channels=channels)
     return validation_data
 
 
-def checked_images(x, batch_size=None):
-    """The ``x`` of ``predict``: arrays checked at once, datasets wrapped (NaN/Inf)."""
+def checked_images(x, batch_size=None, channels=3):
+    """The ``x`` of ``predict``: arrays checked at once (shape, NaN/Inf), datasets wrapped."""
     if _is_tf_dataset(x):
-        return checked_dataset(x)
+        return checked_dataset(x, channels=channels)
+    if _is_array(x):
+        check_image_shape(x.shape, channels)
     for value in (x.values() if isinstance(x, dict) else [x]):
         if _is_array(value):
             check_image_array(value, batch_size or 32)

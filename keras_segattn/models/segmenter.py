@@ -292,7 +292,14 @@ class Segmenter(keras.Model):
         """A single label mask (or sample weight) -> one per output."""
         if value is None or not isinstance(y_pred, dict) or isinstance(value, dict):
             return value
-        if len(value.shape) == 4 and value.shape[-1] == 1:
+        if getattr(value.shape, "rank", 0) is None:
+            # TensorFlow retraces the step with a rank-unknown label once it has seen labels
+            # of two ranks ((B, H, W) and (B, H, W, 1)): keep the (B, H, W) of either.
+            import tensorflow as tf
+
+            size = tf.shape(value)
+            value = tf.reshape(value, [size[0], size[1], size[2]])
+        elif len(value.shape) == 4 and value.shape[-1] == 1:
             value = keras.ops.squeeze(value, axis=-1)
         return {name: value for name in y_pred}
 
@@ -308,16 +315,17 @@ class Segmenter(keras.Model):
         )
 
     # -- input checks at the entry points (keras_segattn.validation; issue 10) ---------
-    # Labels outside [0, num_classes) other than 255, float labels and NaN/Inf images fail
-    # with one-line ValueErrors: arrays are checked here, tf.data datasets per batch in
+    # Labels outside [0, num_classes) other than 255, float labels, NaN/Inf images, and
+    # images or labels of the wrong shape fail with one-line ValueErrors: arrays are checked here, tf.data datasets per batch in
     # their own graph; the errors of those in-graph checks are re-raised in one line (and
     # on JAX the model stays usable after such a failure).
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        x, y = validation.checked_data(x, y, self.num_classes, batch_size)
+        channels = self._input_shape_arg[-1]
+        x, y = validation.checked_data(x, y, self.num_classes, batch_size, channels=channels)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = validation.checked_validation_data(
                 kwargs["validation_data"], self.num_classes,
-                kwargs.get("validation_batch_size") or batch_size)
+                kwargs.get("validation_batch_size") or batch_size, channels=channels)
         values = validation.entry_values(self)
         if values:
             release = keras.callbacks.LambdaCallback(
@@ -328,12 +336,13 @@ class Segmenter(keras.Model):
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         if x is not None:
-            x, y = validation.checked_data(x, y, self.num_classes, batch_size)
+            x, y = validation.checked_data(x, y, self.num_classes, batch_size,
+                                           channels=self._input_shape_arg[-1])
         with validation.one_line_errors(self, validation.entry_values(self)):
             return super().evaluate(x, y, batch_size, *args, **kwargs)
 
     def predict(self, x, batch_size=None, *args, **kwargs):
-        x = validation.checked_images(x, batch_size)
+        x = validation.checked_images(x, batch_size, channels=self._input_shape_arg[-1])
         with validation.one_line_errors(self, validation.entry_values(self)):
             return super().predict(x, batch_size, *args, **kwargs)
 

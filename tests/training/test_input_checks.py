@@ -126,6 +126,47 @@ def test_validation_data_is_checked(model):
                               "ignore index 255")
 
 
+LABEL_SHAPE_HINT = ("one class index per pixel, shape (batch, height, width) or "
+                    "(batch, height, width, 1).")
+
+
+@pytest.mark.parametrize("call,message", [
+    # A single image without its batch axis (Keras: a shape error from inside the graph).
+    (lambda m, x, y: m.predict(x[0], verbose=0),
+     "images must be a batch of shape (batch, height, width, 3); got shape (16, 16, 3): one "
+     "image needs a batch axis, images[None]."),
+    # A grayscale batch: Keras broadcast it through the RGB normalisation without a word.
+    (lambda m, x, y: m.predict(x[..., :1], verbose=0),
+     "images have 1 channel (shape (10, 16, 16, 1)); the model takes 3, e.g. "
+     "np.repeat(gray, 3, axis=-1)."),
+    (lambda m, x, y: m.fit(x, y[:, :8, :8], batch_size=2, verbose=0),
+     "labels of shape (10, 8, 8) do not fit images of shape (10, 16, 16, 3): " + LABEL_SHAPE_HINT),
+    # One-hot labels.
+    (lambda m, x, y: m.evaluate(x, np.eye(3, dtype="int32")[np.minimum(y, 2)], verbose=0),
+     "labels of shape (10, 16, 16, 3) do not fit images of shape (10, 16, 16, 3): "
+     + LABEL_SHAPE_HINT),
+    (lambda m, x, y: m.fit(x, y[:4], verbose=0),
+     "labels of shape (4, 16, 16) do not fit images of shape (10, 16, 16, 3): "
+     + LABEL_SHAPE_HINT),
+    (lambda m, x, y: m.fit(tf.data.Dataset.from_tensor_slices((x, y)), verbose=0),
+     "images must be a batch of shape (batch, height, width, 3); got shape (16, 16, 3): batch "
+     "the dataset (dataset.batch(n))."),
+    (lambda m, x, y: m.fit(tf.data.Dataset.from_tensor_slices((x, y[:, 1:])).batch(2),
+                           verbose=0),
+     "labels of shape (None, 15, 16) do not fit images of shape (None, 16, 16, 3): "
+     + LABEL_SHAPE_HINT),
+], ids=["predict-one-image", "predict-gray", "fit-label-size", "evaluate-one-hot",
+        "fit-label-count", "dataset-unbatched", "dataset-label-size"])
+def test_wrong_shapes_are_one_line(model, call, message):
+    images, labels = data()
+    with pytest.raises(ValueError) as info:
+        call(model, images, labels)
+    assert one_line(info) == message
+    # (B, H, W, 1) labels are one class index per pixel too.
+    history = model.fit(images, labels[..., None], batch_size=5, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
 def test_checked_dataset_passes_good_batches_unchanged():
     images, labels = data()
     sample_weight = np.ones(labels.shape, "float32")
