@@ -316,9 +316,10 @@ class Segmenter(keras.Model):
 
     # -- input checks at the entry points (keras_segattn.validation; issue 10) ---------
     # Labels outside [0, num_classes) other than 255, float labels, NaN/Inf images, and
-    # images or labels of the wrong shape fail with one-line ValueErrors: arrays are checked here, tf.data datasets per batch in
-    # their own graph; the errors of those in-graph checks are re-raised in one line (and
-    # on JAX the model stays usable after such a failure).
+    # images or labels of the wrong shape fail with one-line ValueErrors: arrays are checked
+    # here, tf.data datasets per batch in their own graph (shapes from the element spec);
+    # the errors of those in-graph checks are re-raised in one line (and on JAX the model
+    # stays usable after such a failure).
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         channels = self._input_shape_arg[-1]
         x, y = validation.checked_data(x, y, self.num_classes, batch_size, channels=channels)
