@@ -47,7 +47,8 @@ Deviations / UNVERIFIED:
   replicas (``TrainConfig(sync_batch_norm=True)``, ``keras-segattn train --sync-bn``): with
   one, the batch variance is 0, the branch outputs its BN ``beta`` whatever the image, and
   its convolution and BN scale get no gradient (Keras BN does this silently, as in the
-  reference; PyTorch's BN raises on it). The reference trains 16 images with sync BN.
+  reference; PyTorch's BN raises on it; ``keras-segattn train`` warns). The reference
+  trains 16 images with sync BN.
 """
 
 import keras

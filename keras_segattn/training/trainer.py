@@ -286,6 +286,23 @@ def build_model(config, num_classes):
     return model
 
 
+def one_image_batch_norm_note(model, images_per_batch_norm):
+    """A warning for a model that cannot train on ``images_per_batch_norm`` images, or None.
+
+    The CAA head's image-level branch normalises the pooled feature, one value per image and
+    channel: with one image in its BN's statistics the branch outputs BN's ``beta`` and gets
+    no gradient (``heads.CAAHead``). PyTorch refuses such a batch; Keras trains on silently.
+    """
+    from keras_segattn.heads import CAAHead
+
+    if images_per_batch_norm != 1 or not isinstance(getattr(model, "decode_head", None),
+                                                    CAAHead):
+        return None
+    return ("keras-segattn: warning: with 1 image per batch normalisation the CAA head's "
+            "image-level branch does not train; use a batch of at least 2 images per replica "
+            "(or --sync-bn across replicas).")
+
+
 # --- train ------------------------------------------------------------------------------------
 
 # Fields a rerun may change without changing what the run computes.
@@ -437,6 +454,11 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print)
                     f"batch_size {config.batch_size} (global) must be divisible by the "
                     f"{dist.num_replicas} replicas of distribution {dist.kind!r}.")
             model = build_model(config, num_classes)
+            note = one_image_batch_norm_note(
+                model, config.batch_size if config.sync_batch_norm
+                else config.batch_size // dist.num_replicas)
+        if note:
+            log(note, flush=True)
         if state is not None:
             step = run.restore(model, state, log=lambda m: log(m, flush=True))
             if step != state["step"]:

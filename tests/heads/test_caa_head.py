@@ -228,3 +228,34 @@ def test_reference_batch_norm_defaults():
     assert head.entry.norm.epsilon == 1e-3 and head.fuse.norm.epsilon == 1e-3
     config = head.get_config()
     assert config["epsilon"] == 1e-3 and config["momentum"] == 0.9
+
+
+def test_training_warns_of_one_image_per_batch_normalisation():
+    # The image-level branch's BN normalises one value per image and channel: with one
+    # image it outputs beta and its convolution gets no gradient. The trainer warns.
+    from keras_segattn import models
+    from keras_segattn.training.trainer import one_image_batch_norm_note
+
+    caanet = models.CAANet(3, backbone="resnet_tiny", filters=16, channels=8,
+                           attention_options={"key_channels": 8, "gate_layers": 1})
+    assert one_image_batch_norm_note(caanet, 1) == (
+        "keras-segattn: warning: with 1 image per batch normalisation the CAA head's "
+        "image-level branch does not train; use a batch of at least 2 images per replica "
+        "(or --sync-bn across replicas).")
+    assert one_image_batch_norm_note(caanet, 2) is None
+    fcn = models.FCN(3, backbone="resnet_tiny", channels=8, aux_channels=8)
+    assert one_image_batch_norm_note(fcn, 1) is None
+
+    # Why: one training step at batch 1 leaves the branch's convolution as it was, at
+    # batch 2 it moves it.
+    head = caanet.get_layer("head")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    labels = np.random.default_rng(1).integers(0, 3, (2, 32, 32)).astype("int32")
+    caanet.compile(steps=10, optimizer_type="adamw", learning_rate=1e-3, weight_decay=0.0)
+    for batch_size, moves in ((1, False), (2, True)):
+        kernel = keras.ops.convert_to_numpy(head.image_level.conv.kernel).copy()
+        caanet.fit(images[:batch_size], labels[:batch_size], batch_size=batch_size, epochs=1,
+                   verbose=0)
+        moved = not np.array_equal(keras.ops.convert_to_numpy(head.image_level.conv.kernel),
+                                   kernel)
+        assert moved == moves, batch_size
