@@ -454,8 +454,11 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print)
                     f"batch_size {config.batch_size} (global) must be divisible by the "
                     f"{dist.num_replicas} replicas of distribution {dist.kind!r}.")
             model = build_model(config, num_classes)
+            # Batch statistics over the global batch with --sync-bn and on JAX (its data
+            # parallelism reduces them), over each replica's share otherwise.
+            global_statistics = config.sync_batch_norm or keras.backend.backend() == "jax"
             note = one_image_batch_norm_note(
-                model, config.batch_size if config.sync_batch_norm
+                model, config.batch_size if global_statistics
                 else config.batch_size // dist.num_replicas)
         if note:
             log(note, flush=True)
