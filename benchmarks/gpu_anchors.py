@@ -6,8 +6,8 @@
 Reproduces, side by side in one session, the anchors of ``../shared/docs/performance-anchors.md``
 (mmseg model zoo, V100, FP32; section 0 and 2a):
 
-* inference fps, batch 1, whole 1024x2048 image, ResNet-101-D8 (random weights: speed does not
-  depend on them): FCN 2.66, DANet 1.99, CCNet 2.31, ISANet 2.35, NonLocal 1.95 fps;
+* inference fps, batch 1, whole 1024x2048 image, ResNet-101-D8 (``resnet101_v1c``, mmseg's
+  ResNetV1c, as the plain PyTorch models below; random weights: speed does not depend on them): FCN 2.66, DANet 1.99, CCNet 2.31, ISANet 2.35, NonLocal 1.95 fps;
   float32 / mixed_bfloat16 / mixed_float16, compiled (XLA / ``jax.jit`` / ``torch.compile``)
   and not;
 * training step time and peak accelerator memory at a 512x1024 crop, batch 2 (mmseg's
@@ -44,11 +44,12 @@ ROOT = os.path.dirname(HERE)
 BACKENDS = ("tensorflow", "jax", "torch")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # performance-anchors.md: mmseg R-101-D8 Cityscapes, V100 FP32 (fps at 1024x2048; training
-# memory in GB at a 512x1024 crop, 2 images per GPU); whole-model TFLOP at 1024x2048 (§0, [C]).
+# memory in GB at a 512x1024 crop, 2 images per GPU); whole-model TFLOP at 1024x2048 (§4d, [C]).
 MMSEG_FPS = {"fcn": 2.66, "danet": 1.99, "ccnet": 2.31, "isanet": 2.35, "nonlocalnet": 1.95}
 MMSEG_TRAIN_MEMORY_GB = {"fcn": 9.2, "danet": 10.9, "ccnet": 9.5, "isanet": 9.43,
                          "nonlocalnet": 10.9}
-TFLOP_1024x2048 = {"fcn": 4.40, "danet": 5.70, "ccnet": 4.47, "isanet": 3.66, "nonlocalnet": 5.54}
+TFLOP_1024x2048 = {"fcn": 4.4028, "danet": 5.6969, "ccnet": 4.4748, "isanet": 3.6587,
+                   "nonlocalnet": 5.5367}
 MODELS = ("danet", "ccnet", "isanet", "nonlocalnet", "fcn")
 
 
@@ -72,7 +73,7 @@ def plan(dry_run):
     train = [(m, p, True) for p in ("float32", "mixed_bfloat16") for m in ("danet", "ccnet",
                                                                         "isanet")]
     train += [("danet", "float32", False)]
-    return dict(backbone="resnet101", infer_size=(1024, 2048), train_size=(512, 1024), batch=2,
+    return dict(backbone="resnet101_v1c", infer_size=(1024, 2048), train_size=(512, 1024), batch=2,
                 num_classes=19, warmup=2, repeat=5, matmul=8192,
                 budget={"engine": 110, "reference": 45, "mirrored": 75},
                 infer=infer, train=train,
@@ -187,13 +188,33 @@ def matmul_peak(engine, n, dtypes=("float32", "bfloat16")):
     return out
 
 
+def attention_core_gflop(model, feature_size):
+    """performance-anchors.md §4a: the attention core's GFLOPs (2 x MACs) of one image at the
+    OS8 feature size ``(h, w)``, C = 512 (the mmseg head configs: DANet's PAM C' = C/8 plus
+    its CAM; NonLocal C' = Cv = 256; CCNet two criss-cross passes, C' = C/8; ISANet 8x8
+    groups, C' = 256, Cv = 512)."""
+    h, w = feature_size
+    n, c = h * w, 512
+    flops = {"fcn": 0,
+             "danet": 2 * n * n * (c // 8 + c) + 4 * n * c * c,
+             "nonlocalnet": 2 * n * n * (256 + 256),
+             "ccnet": 2 * (2 * n * (h + w - 1) * (c // 8 + c)),
+             "isanet": 2 * n * (256 + c) * (n / 64 + 64)}[model]
+    return flops / 1e9
+
+
 def analytic_tflop(model, size, images=1, train=False):
-    """performance-anchors.md §0 whole-model FLOPs at 1024x2048, scaled by the pixel count
-    (exact for the convolutions; the N^2 attention maps of DANet/NonLocal scale faster, so
-    this under-counts them at larger sizes and over-counts them at smaller ones), x3 for a
-    training step (forward + backward)."""
-    scale = size[0] * size[1] / (1024 * 2048)
-    return TFLOP_1024x2048[model] * scale * images * (3 if train else 1)
+    """Whole-model TFLOPs of ``images`` images of ``size`` (R-101-D8, mmseg head configs):
+    performance-anchors.md §4d's totals at 1024x2048 less their attention core, scaled by the
+    pixel count (the convolutions), plus the attention core at this size (§4a: DANet's and
+    NonLocal's N^2 maps do not scale with the pixels); x3 for a training step (forward +
+    backward). Reproduces §4d's 512x1024 and 512x512 totals
+    (``tests/test_gpu_anchors_dry_run.py``)."""
+    height, width = size
+    convolutions = TFLOP_1024x2048[model] - attention_core_gflop(model, (128, 256)) / 1e3
+    total = (convolutions * height * width / (1024 * 2048)
+             + attention_core_gflop(model, (height // 8, width // 8)) / 1e3)
+    return total * images * (3 if train else 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,8 +581,9 @@ def markdown(results):
         m = results["mirrored"]
         lines += ["", f"`{m['command']}`: {m['status']} in {m['seconds']:.0f} s; run "
                   f"{m.get('run')}; metrics {m.get('metrics')}"]
-    lines += ["", "TFLOP/s: analytic FLOPs (performance-anchors.md §0, scaled by pixels, x3 "
-              "for training) / measured time. Memory: `memory_kind` in the JSON (JAX cannot "
+    lines += ["", "TFLOP/s: analytic FLOPs (performance-anchors.md §4: R-101-D8 convolutions "
+              "scaled by pixels plus each head's attention core at its size, x3 for "
+              "training) / measured time. Memory: `memory_kind` in the JSON (JAX cannot "
               "reset its peak: process peak; CPU: peak RSS)."]
     return "\n".join(lines) + "\n"
 
