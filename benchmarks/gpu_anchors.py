@@ -7,7 +7,8 @@ Reproduces, side by side in one session, the anchors of ``../shared/docs/perform
 (mmseg model zoo, V100, FP32; section 0 and 2a):
 
 * inference fps, batch 1, whole 1024x2048 image, ResNet-101-D8 (``resnet101_v1c``, mmseg's
-  ResNetV1c, as the plain PyTorch models below; random weights: speed does not depend on them): FCN 2.66, DANet 1.99, CCNet 2.31, ISANet 2.35, NonLocal 1.95 fps;
+  ResNetV1c, as the plain PyTorch models below; random weights: speed does not depend on
+  them): FCN 2.66, DANet 1.99, CCNet 2.31, ISANet 2.35, NonLocal 1.95 fps;
   float32 / mixed_bfloat16 / mixed_float16, compiled (XLA / ``jax.jit`` / ``torch.compile``)
   and not;
 * training step time and peak accelerator memory at a 512x1024 crop, batch 2 (mmseg's
@@ -24,7 +25,7 @@ Every engine runs in its own process (``KERAS_BACKEND`` is fixed per process) wi
 of ``--budget-s``; cases are ordered by priority and a case that would start after an engine's
 deadline is recorded as skipped, so the run always finishes and always writes
 ``gpu_anchors.json`` and ``gpu_anchors.md`` to ``--out``. ``--dry-run`` runs the same code on
-the CPU with ``resnet_tiny`` at tiny sizes (the CI test ``tests/test_gpu_anchors_dry_run.py``).
+the CPU with ``resnet_tiny_v1c`` at tiny sizes (the CI test ``tests/test_gpu_anchors_dry_run.py``).
 """
 
 import argparse
@@ -56,8 +57,8 @@ MODELS = ("danet", "ccnet", "isanet", "nonlocalnet", "fcn")
 def plan(dry_run):
     """The settings and the prioritised case lists (the same code paths in both modes)."""
     if dry_run:
-        return dict(backbone="resnet_tiny", infer_size=(64, 128), train_size=(64, 64), batch=2,
-                    num_classes=5, warmup=1, repeat=2, matmul=256, budget={"engine": 120},
+        return dict(backbone="resnet_tiny_v1c", infer_size=(64, 128), train_size=(64, 64),
+                    batch=2, num_classes=5, warmup=1, repeat=2, matmul=256, budget={"engine": 120},
                     infer=[("danet", "float32", True), ("ccnet", "mixed_bfloat16", False)],
                     train=[("danet", "float32", True)],
                     reference_infer=[("danet", "float32"), ("ccnet", "bfloat16")],
@@ -254,7 +255,7 @@ def keras_worker(engine, spec):
     def order(cases):
         if engine != "torch":
             return cases
-        if spec["backbone"] == "resnet_tiny":  # dry run: the same cases, eager
+        if spec["backbone"] == "resnet_tiny_v1c":  # dry run: the same cases, eager
             return list(dict.fromkeys((name, precision, False) for name, precision, _ in cases))
         return [c for c in cases if not c[2]] + [c for c in cases if c[2]]
 
@@ -313,7 +314,7 @@ def reference_worker(spec):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     deadline = time.time() + spec["budget_s"]
-    tiny = spec["backbone"] == "resnet_tiny"
+    tiny = spec["backbone"] == "resnet_tiny_v1c"
     records = []
 
     def build(name):
@@ -593,7 +594,7 @@ def main(argv=None):
     parser.add_argument("--worker", nargs=3, metavar=("ENGINE", "SPEC", "OUT"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--dry-run", action="store_true",
-                        help="CPU, resnet_tiny, tiny sizes: checks every code path in < 60 s")
+                        help="CPU, resnet_tiny_v1c, tiny sizes: checks every code path in < 60 s")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "gpu"))
     parser.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--no-reference", dest="reference", action="store_false",

@@ -26,7 +26,7 @@ def test_dry_run_writes_every_case(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "gpu_anchors.json").read_text())
     assert results["dry_run"] is True
-    assert results["settings"]["backbone"] == "resnet_tiny"
+    assert results["settings"]["backbone"] == "resnet_tiny_v1c"
     engines = [BACKEND] + (["reference"] if BACKEND == "torch" else [])
     assert sorted(results["engines"]) == sorted(engines)
     for engine in engines:
