@@ -391,9 +391,12 @@ def check_positive_int(value, name, allow_none=False):
     return int(value)
 
 
-def check_output_dir(path, what="output_dir"):
-    """Create ``path`` (and its parents) or fail in one line: a parent that is a regular
-    file, no permission, a read-only or full disk."""
+def check_output_dir(path, what="output_dir", create=True):
+    """The absolute ``path`` of a folder that exists and is writable, or can be made (with
+    its parents) where nothing stands in the way: else a one-line ``ValueError`` (a parent
+    that is a regular file, no permission, a read-only or full disk). ``create=False`` checks
+    without making it (the trainer makes it with its first file, so a run that fails while
+    it is set up leaves no empty folder)."""
     path = os.path.abspath(os.fspath(path))
     parent = path
     while parent and not os.path.exists(parent):
@@ -408,6 +411,11 @@ def check_output_dir(path, what="output_dir"):
                          f"{error.strerror or error}.") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {path!r} is not writable.")
+    if not create:  # made to be sure it can be: remove what was made
+        made = path
+        while made != parent:
+            os.rmdir(made)
+            made = os.path.dirname(made)
     return path
 
 

@@ -1,5 +1,7 @@
 """Every command-line failure is one line on stderr with a non-zero exit code."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -39,6 +41,16 @@ def saved_model(tmp_path_factory):
      "warmup_steps must be an integer in [0, steps=1500); got 1500."),
     (["train", "--grad-accum", "1"], "gradient_accumulation_steps must be >= 2 (or None); got 1."),
     (["train", "--lr", "-1"], "learning_rate must be > 0; got -1.0."),
+    (["train", "--lr", "nan"], "learning_rate must be a finite number; got nan."),
+    (["train", "--weight-decay", "inf"], "weight_decay must be a finite number; got inf."),
+    (["train", "--dataset-config", "bogus"], "unknown config 'bogus' for dataset 'synthetic'; "
+                                             "choose from ['64px', '32px', '96px_far', "
+                                             "'32px_tiny']."),
+    (["train", "--dataset", "ade20k", "--dataset-config", "x"],
+     "unknown config 'x' for dataset 'ade20k'; it has no builder configs."),
+    (["train", "--dataset", "cityscapes", "--dataset-config", "stereo_disparity"],
+     "unknown config 'stereo_disparity' for dataset 'cityscapes'; choose from "
+     "['semantic_segmentation', 'semantic_segmentation_extra']."),
     (["train", "--resume", "/nonexistent/run"], "--resume: no run directory '/nonexistent/run'."),
     (["evaluate", "/nonexistent/model.keras"],
      "model file '/nonexistent/model.keras' does not exist."),
@@ -79,6 +91,16 @@ def test_output_dir_below_a_file(tmp_path, capsys):
     assert _error_line(capsys) == (
         f"keras-segattn train: error: output_dir {out!r} cannot be created: {str(blocker)!r} "
         "is a file, not a folder; choose another path.")
+
+
+def test_a_run_that_fails_while_set_up_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "runs" / "r1"
+    argv = ["train", "--backbone", "resnet19", "--output-dir", str(out), "--dataset-config",
+            "32px_tiny", "--steps", "1", "--eval-every", "1"]
+    assert main(argv) == 2
+    assert _error_line(capsys).startswith(
+        "keras-segattn train: error: Unknown backbone 'resnet19' (did you mean resnet18")
+    assert os.listdir(tmp_path) == []  # neither the run folder nor its new parent
 
 
 def test_a_run_folder_of_the_earlier_format_is_not_overwritten(tmp_path, capsys):

@@ -9,7 +9,8 @@ the Keras backend) feed every backend.
   for ``"synthetic"`` (built in, generated locally), ``"cityscapes"``, ``"ade20k"``,
   ``"voc_aug"`` and ``"pascal_context"`` (manual downloads), labels as train ids with
   255 = ignore.
-* :func:`dataset_info`: classes, palette, ignore label, default crop size.
+* :func:`dataset_info`: classes, palette, ignore label, default crop size;
+  :func:`check_config`: whether ``load`` reads a builder config.
 * :func:`make_pipeline`: augmentation (mmseg recipe), batching, prefetching ->
   ``(images float32 [0, 255] (B, H, W, 3), labels int32 (B, H, W))``.
 * :func:`validate_labels`: scan a dataset for labels outside ``[0, num_classes)``.
@@ -27,6 +28,7 @@ Example:
 from keras_segattn.data import augment  # noqa: F401
 from keras_segattn.data.datasets import (  # noqa: F401
     CITYSCAPES_TRAIN_ID_TABLE,
+    check_config,
     cityscapes_label_ids_to_train_ids,
     get_builder,
     load,

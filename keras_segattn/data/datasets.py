@@ -81,6 +81,7 @@ def _normalize_split(split):
 def get_builder(name, data_dir=None, config=None):
     """The tfds builder behind ``load(name)`` (not prepared)."""
     dataset_info(name)  # validates the name
+    check_config(name, config)
     if name == "synthetic":
         from keras_segattn.data.builders.synthetic import Builder
 
@@ -101,6 +102,29 @@ def get_builder(name, data_dir=None, config=None):
         return tfds.builder("cityscapes", config=config or "semantic_segmentation",
                             data_dir=data_dir)
     raise AssertionError(name)  # pragma: no cover
+
+
+# The builder configs ``load`` reads: the synthetic builder's, and Cityscapes' two with
+# semantic labels (its ``stereo_disparity`` configs have none); the other builders have none.
+CITYSCAPES_CONFIGS = ("semantic_segmentation", "semantic_segmentation_extra")
+
+
+def check_config(name, config):
+    """A one-line ``ValueError`` for a builder config ``load(name)`` cannot read (before
+    tensorflow-datasets would fail with several lines, or, for the builders without
+    configs, ignore it); ``None`` (the default config) passes."""
+    dataset_info(name)  # validates the name
+    if config is None:
+        return
+    if name == "synthetic":
+        from keras_segattn.data.builders.synthetic import Builder
+
+        known = tuple(Builder.builder_configs)
+    else:
+        known = CITYSCAPES_CONFIGS if name == "cityscapes" else ()
+    if config not in known:
+        choices = f"choose from {list(known)}" if known else "it has no builder configs"
+        raise ValueError(f"unknown config {config!r} for dataset {name!r}; {choices}.")
 
 
 def _to_example(name):

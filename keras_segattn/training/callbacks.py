@@ -16,9 +16,17 @@ import threading
 import time
 
 import keras
+import numpy as np
 
 from keras_segattn import evaluation
 from keras_segattn.training.run_dir import atomic_save_model, atomic_write_text  # noqa: F401
+
+
+def _finite(variable):
+    """Whether a floating-point variable holds no NaN or infinity (other dtypes: True)."""
+    if "float" not in str(variable.dtype):
+        return True
+    return bool(np.all(np.isfinite(keras.ops.convert_to_numpy(variable))))
 
 
 def interval_end(epoch, interval, total_steps):
@@ -33,8 +41,9 @@ class RunProgress(keras.callbacks.Callback):
     to the logs) it writes, in this order, the resume backup, the ``.keras`` checkpoint
     when one is due, and then ``state.json`` (the commit; see
     :mod:`keras_segattn.training.run_dir`), and after it deletes superseded files and
-    rewrites ``history.csv`` and the TensorBoard scalars. A non-finite loss stops training
-    before anything of that interval is committed.
+    rewrites ``history.csv`` and the TensorBoard scalars. A non-finite loss, or a NaN or
+    infinity in the model's weights (the interval's last update), stops training before
+    anything of that interval is committed.
 
     Args:
         run: :class:`~keras_segattn.training.run_dir.RunDirectory`.
@@ -80,9 +89,14 @@ class RunProgress(keras.callbacks.Callback):
                 continue
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         loss = row.get("loss")
-        if loss is not None and not math.isfinite(loss):
+        # The loss of a step comes before its update: the last update of the interval is
+        # seen only in the weights (and the batch-norm statistics).
+        broken = [v.path for v in self.model.weights if not _finite(v)]
+        if (loss is not None and not math.isfinite(loss)) or broken:
+            what = (f"the loss became {loss}" if loss is not None and not math.isfinite(loss)
+                    else f"the variable {broken[0]} became NaN or infinite")
             raise RuntimeError(
-                f"training stopped: the loss became {loss} in steps {committed + 1}-{step}; "
+                f"training stopped: {what} in steps {committed + 1}-{step}; "
                 f"{self.run.path} stays at step {committed}. Try a lower learning rate, a "
                 "warm-up (--warmup-steps) or no mixed precision.")
         try:

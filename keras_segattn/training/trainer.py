@@ -18,6 +18,8 @@ uninterrupted one would have. Re-running a finished run reports its result.
 import dataclasses
 import datetime
 import json
+import math
+import numbers
 import os
 import sys
 import time
@@ -106,6 +108,12 @@ class TrainConfig:
     def validate(self):
         """Check every field (one-line ``ValueError`` naming it) and resolve the ``"auto"``
         and ``None`` defaults; returns ``self``."""
+        for name in ("learning_rate", "end_learning_rate", "momentum", "weight_decay",
+                     "head_lr_multiplier"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, numbers.Real) or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number; got {value!r}.")
         for name in ("steps", "eval_every", "batch_size", "keep_checkpoints"):
             setattr(self, name, validation.check_positive_int(getattr(self, name), name))
         for name in ("checkpoint_every", "num_classes", "eval_max_batches"):
@@ -141,6 +149,10 @@ class TrainConfig:
             size = str(self.dataset_config).split("px")[0]  # configs are named "<size>px..."
             if size.isdigit():
                 self.crop_size = (int(size), int(size))
+        if self.dataset_config is not None:  # before a run folder or a dataset is made
+            from keras_segattn import data
+
+            data.check_config(self.dataset, self.dataset_config)
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {self.augment!r}.")
         if self.augment == "auto":
@@ -414,7 +426,10 @@ def train(config, callbacks=(), train_dataset=None, val_dataset=None, log=print)
         distribution_lib.multi_worker_strategy()  # before any TF op (builds the datasets)
         # Only the chief writes to output_dir; other workers to output_dir/workers/<task>.
         config.output_dir = distribution_lib.worker_output_dir(config.output_dir)
-    run = RunDirectory(validation.check_output_dir(config.output_dir, "output_dir"))
+    # Made with its first file (config.json, once the model is built): a run that fails while
+    # it is set up (a backbone name, missing data) leaves no empty folder behind.
+    run = RunDirectory(validation.check_output_dir(config.output_dir, "output_dir",
+                                                   create=False))
     run.remove_temporaries()
     state = run.read_state()
     if state is None and os.path.exists(run.file("backup", "training_metadata.json")):

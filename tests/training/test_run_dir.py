@@ -166,6 +166,28 @@ def test_a_nan_loss_stops_before_anything_is_committed(tmp_path):
     assert not os.path.exists(run.path)
 
 
+def test_a_nan_weight_stops_before_anything_is_committed(tmp_path):
+    """The interval's last update shows only in the weights (its loss came before it)."""
+    run = run_dir.RunDirectory(str(tmp_path / "run"))
+    model = small_model()
+    state = {"version": 1, "step": 2, "total_steps": 6, "finished": False, "backups": [],
+             "history": [], "evaluation": None, "seconds": 0.0}
+    progress = callbacks.RunProgress(run, state, interval=2, total_steps=6)
+    progress.set_model(model)
+    kernel = model.layers[-1].kernel
+    kernel.assign(np.where(np.arange(16).reshape(8, 2) == 5, np.inf, 0.0).astype("float32"))
+    with pytest.raises(RuntimeError) as info:
+        progress.on_epoch_end(1, {"loss": 0.5})
+    assert str(info.value) == (
+        f"training stopped: the variable {kernel.path} became NaN or infinite in steps 3-4; "
+        f"{run.path} stays at step 2. Try a lower learning rate, a warm-up (--warmup-steps) or "
+        "no mixed precision.")
+    assert not os.path.exists(run.path)
+    kernel.assign(np.zeros((8, 2), "float32"))  # finite again: the interval is committed
+    progress.on_epoch_end(1, {"loss": 0.5})
+    assert run.read_state()["step"] == 4
+
+
 def test_history_and_tensorboard_are_rebuilt_from_the_state(tmp_path):
     import tensorflow as tf
 
