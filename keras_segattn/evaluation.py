@@ -232,6 +232,8 @@ def _inference_fn(mode, crop_size, stride, scales, flip, scale=None):
         return _whole_inference
     if mode == "slide" and crop_size is None:
         raise ValueError("mode='slide' needs crop_size=(height, width), e.g. (512, 1024).")
+    inference.check_options(mode, crop_size, stride,
+                            inference.DEFAULT_SCALES if scales is None else scales)
     kwargs = {"mode": mode, "crop_size": crop_size, "stride": stride, "flip": flip,
               "scale": scale}
     if mode == "multiscale" and scales is not None:

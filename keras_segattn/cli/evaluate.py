@@ -109,6 +109,10 @@ def run(args):
         scales=scales, flip=args.flip)
     if settings["mode"] == "slide" and settings["crop_size"] is None:
         raise ValueError("--mode slide needs --crop-size HxW (and optionally --stride).")
+    from keras_segattn import inference
+
+    inference.check_options(settings["mode"], settings["crop_size"], settings["stride"],
+                            settings["scales"] or inference.DEFAULT_SCALES)
     import keras
 
     import keras_segattn.models  # noqa: F401  (registers the classes for load_model)

@@ -1,7 +1,8 @@
 """Inference: whole-image, sliding-window and multi-scale prediction, predictors, image I/O.
 
 * ``modes``: ``predict_logits(model, images, mode="whole"|"slide"|"multiscale", ...)``
-  (mmseg's test-time modes), ``slide_windows``, ``resize_logits`` (the one resize);
+  (mmseg's test-time modes; ``check_options`` checks its options before any image),
+  ``slide_windows``, ``resize_logits`` (the one resize);
 * ``batching``: one batch through a model (``forward``, ``select_logits``,
   ``predict_on_batch`` sharded over the devices under a JAX ``keras.distribution``,
   ``inference_model``);
@@ -25,8 +26,8 @@ from keras_segattn.inference.images import (
     IMAGE_EXTENSIONS, colorize, expand_inputs, load_image, overlay, predict_files, to_rgb_uint8,
 )
 from keras_segattn.inference.modes import (
-    DEFAULT_SCALES, MODES, check_images, keep_ratio_size, predict_logits, resize_logits,
-    slide_windows, softmax,
+    DEFAULT_SCALES, MODES, check_images, check_options, keep_ratio_size, predict_logits,
+    resize_logits, slide_windows, softmax,
 )
 from keras_segattn.inference.predictors import (
     Predictor, load_predictor, run_tflite, tflite_interpreter,

@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from keras_segattn.inference.modes import DEFAULT_SCALES, predict_logits
+from keras_segattn.inference.batching import fixed_input_size
+from keras_segattn.inference.modes import DEFAULT_SCALES, check_options, predict_logits
 from keras_segattn.inference.predictors import Predictor, load_predictor
 
 logger = logging.getLogger("keras_segattn.inference")
@@ -183,8 +184,15 @@ def predict_files(
 
     from keras_segattn.palettes import get_palette
 
+    check_options(mode, crop_size, stride, scales)  # before the model and any image
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"predict: alpha (the overlay's opacity) must be in [0, 1], got "
+                         f"{alpha!r}")
     if isinstance(model, (str, os.PathLike)):
         model = load_predictor(os.fspath(model))
+    if mode == "slide" and crop_size is None and fixed_input_size(model) is None:
+        raise ValueError("predict: mode='slide' needs crop_size=(h, w) (CLI: --crop H W) for a "
+                         "model that takes any image size")
     if isinstance(model, Predictor) and not model.has_logits:
         raise ValueError(
             f"predict: the {model.kind} model only outputs class maps; export it with "

@@ -26,6 +26,8 @@ Every resize of images or logits here is ``resize_logits`` (the package's PyTorc
 bilinear ``layers.resize.resize``), also used by ``keras_segattn.evaluation``.
 """
 
+import math
+
 import numpy as np
 
 from keras_segattn import validation
@@ -141,6 +143,36 @@ def _slide(model, images, crop_size, stride, num_classes, pad, pad_value):
     return preds / count
 
 
+def _check_stride(crop_size, stride):
+    if crop_size is not None and stride is not None and (
+            stride[0] > crop_size[0] or stride[1] > crop_size[1]):
+        raise ValueError(f"predict_logits: stride {stride} is larger than crop_size "
+                         f"{crop_size}: the windows would leave pixels out")
+
+
+def check_options(mode="whole", crop_size=None, stride=None, scales=DEFAULT_SCALES):
+    """The inference options of :func:`predict_logits` checked at once, before any image
+    (``keras-segattn predict`` and ``evaluate`` fail in one line instead of on each image):
+    the mode, positive window sizes, a stride no larger than the crop (mmseg's
+    ``slide_inference`` asserts that every pixel is covered) and positive finite scales.
+    Returns ``(crop_size, stride, factors)`` as pairs (or ``None``) and floats."""
+    if mode not in MODES:
+        raise ValueError(f"predict_logits: mode must be one of {MODES}, got {mode!r}")
+    crop_size = pair(crop_size, "crop_size", "predict_logits")
+    stride = pair(stride, "stride", "predict_logits")
+    _check_stride(crop_size, stride)
+    factors = (1.0,)
+    if mode == "multiscale":
+        try:
+            factors = tuple(float(s) for s in scales)
+        except (TypeError, ValueError):
+            factors = ()
+        if not factors or not all(math.isfinite(f) and f > 0 for f in factors):
+            raise ValueError(f"predict_logits: scales must be positive finite numbers, got "
+                             f"{scales!r}")
+    return crop_size, stride, factors
+
+
 def predict_logits(
     model,
     images,
@@ -192,18 +224,16 @@ def predict_logits(
     >>> predict_logits(model, np.zeros((1, 20, 30, 3)), mode="slide", crop_size=16, stride=8).shape
     (1, 20, 30, 4)
     """
-    if mode not in MODES:
-        raise ValueError(f"predict_logits: mode must be one of {MODES}, got {mode!r}")
+    crop_size, stride, factors = check_options(mode, crop_size, stride, scales)
     if average not in ("softmax", "logits"):
         raise ValueError(f"predict_logits: average must be 'softmax' or 'logits', got {average!r}")
     images = check_images(images)
     fixed_size = fixed_input_size(model)
-    crop_size = pair(crop_size, "crop_size", "predict_logits")
-    stride = pair(stride, "stride", "predict_logits")
     if mode == "slide" and crop_size is None:
         if fixed_size is None:
             raise ValueError("predict_logits: mode='slide' needs crop_size=(h, w) (and optionally stride)")
         crop_size = fixed_size
+        _check_stride(crop_size, stride)
     if pad == "auto":
         pad = fixed_size is not None
     if base_mode is None:
@@ -222,12 +252,6 @@ def predict_logits(
     height, width = images.shape[1:3]
     from keras_segattn.layers.resize import scaled_size
 
-    if mode == "multiscale":
-        factors = tuple(float(s) for s in scales)
-        if not factors or min(factors) <= 0:
-            raise ValueError(f"predict_logits: scales must be positive numbers, got {scales!r}")
-    else:
-        factors = (1.0,)
     flips = (False, True) if flip else (False,)
     several = len(factors) * len(flips) > 1
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_segattn import inference
 from keras_segattn.inference import (
     Predictor,
     expand_inputs,
@@ -104,6 +105,24 @@ class TestPredictLogits(TestCase):
         with pytest.raises(ValueError, match=r"\(B, H, W, 3\)"):
             predict_logits(model, np.zeros((1, 8, 8, 4)))
 
+    def test_options_that_would_leave_pixels_out_or_nan(self):
+        """A stride above the crop left pixels of no window (mmseg asserts); NaN scales gave
+        a NumPy "cannot convert float NaN to integer"; both before any image now."""
+        model = hand_model()
+        with pytest.raises(ValueError) as info:
+            predict_logits(model, self.images, mode="slide", crop_size=16, stride=(20, 8))
+        assert str(info.value) == ("predict_logits: stride (20, 8) is larger than crop_size "
+                                   "(16, 16): the windows would leave pixels out")
+        fixed = Predictor(model, input_size=(16, 16))  # its size is the crop
+        with pytest.raises(ValueError, match=r"stride \(17, 17\) is larger than crop_size"):
+            predict_logits(fixed, self.images, mode="slide", stride=17)
+        for scales in ((1.0, float("nan")), (0.5, float("inf")), (), ("x",)):
+            with pytest.raises(ValueError) as info:
+                predict_logits(model, self.images, mode="multiscale", scales=scales)
+            assert str(info.value) == ("predict_logits: scales must be positive finite "
+                                       f"numbers, got {scales!r}")
+        assert inference.check_options("slide", 16, (16, 8)) == ((16, 16), (16, 8), (1.0,))
+
 
 class TestImageIO(TestCase):
     def test_modes_and_bit_depths(self, tmp_path):
@@ -179,6 +198,30 @@ def test_predict_cli(tmp_path, capsys):
     assert "broken.png" in err
     assert len(list((tmp_path / "out").glob("*_classes.png"))) == 4
     assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 4
+
+
+def test_predict_cli_checks_its_options_before_any_image(tmp_path, capsys):
+    from keras_segattn.cli import main
+
+    _write_images(tmp_path / "imgs")
+    model_path = str(tmp_path / "m.keras")
+    hand_model().save(model_path)
+    cases = [(["--alpha", "1.5"], "predict: alpha (the overlay's opacity) must be in [0, 1], "
+                                  "got 1.5"),
+             (["--mode", "slide", "--crop", "16", "16", "--stride", "24", "8"],
+              "predict_logits: stride (24, 8) is larger than crop_size (16, 16): the windows "
+              "would leave pixels out"),
+             (["--mode", "slide"], "predict: mode='slide' needs crop_size=(h, w) (CLI: --crop "
+                                   "H W) for a model that takes any image size"),
+             (["--mode", "multiscale", "--scales", "1", "nan"],
+              "predict_logits: scales must be positive finite numbers, got (1.0, nan)")]
+    for options, message in cases:
+        code = main(["predict", "--model", model_path, str(tmp_path / "imgs"), "--output-dir",
+                     str(tmp_path / "out"), "--no-progress", *options])
+        assert code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"keras-segattn predict: error: {message}")
+        assert not (tmp_path / "out").exists()  # failed before any image
 
 
 def conv_model(num_classes=3):
