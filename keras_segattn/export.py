@@ -192,12 +192,6 @@ def _write_tflite(model, path, input_size, quantization, representative_data, ou
                   num_calibration_samples):
     import tensorflow as tf
 
-    if input_size is None:
-        raise ValueError(
-            "export: TFLite needs a fixed input size: pass input_size=(height, width) "
-            "(CLI: --input-size H W). Use keras_segattn.inference.predict_logits(mode='slide') "
-            "to run it on larger images."
-        )
     tmp = tempfile.mkdtemp(prefix="segattn_tflite_")
     try:
         saved = _write_saved_model(model, os.path.join(tmp, "sm"), input_size, output,
@@ -402,6 +396,28 @@ def _verify_onnx(wrapper, path, input_size, atol=1e-4):
 # --------------------------------------------------------------------------------------
 
 
+def check_options(format="saved_model", input_size=None, quantization=None, output="logits"):
+    """:func:`export`'s options checked before any model is loaded or calibration data is
+    read (``keras-segattn export`` fails in one line first); returns ``input_size`` as a
+    pair or ``None``."""
+    if format not in FORMATS:
+        raise ValueError(f"export: format must be one of {FORMATS}, got {format!r}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"export: quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization is not None and format != "tflite":
+        raise ValueError(f"export: quantization={quantization!r} is only supported for format='tflite'")
+    if output not in OUTPUTS:
+        raise ValueError(f"export: output must be one of {OUTPUTS}, got {output!r}")
+    input_size = _check_input_size(input_size)
+    if format == "tflite" and input_size is None:
+        raise ValueError(
+            "export: TFLite needs a fixed input size: pass input_size=(height, width) "
+            "(CLI: --input-size H W). Use keras_segattn.inference.predict_logits(mode='slide') "
+            "to run it on larger images."
+        )
+    return input_size
+
+
 def export(model, path, format="saved_model", input_size=None, quantization=None,
            representative_data=None, output="logits", num_calibration_samples=32, verify=True):
     """Export a segmentation model for deployment.
@@ -430,15 +446,7 @@ def export(model, path, format="saved_model", input_size=None, quantization=None
     >>> export(model, "model.tflite", "tflite", input_size=(512, 512),
     ...        quantization="int8")                                 # doctest: +SKIP
     """
-    if format not in FORMATS:
-        raise ValueError(f"export: format must be one of {FORMATS}, got {format!r}")
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"export: quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
-    if quantization is not None and format != "tflite":
-        raise ValueError(f"export: quantization={quantization!r} is only supported for format='tflite'")
-    if output not in OUTPUTS:
-        raise ValueError(f"export: output must be one of {OUTPUTS}, got {output!r}")
-    input_size = _check_input_size(input_size)
+    input_size = check_options(format, input_size, quantization, output)
     if isinstance(model, (str, os.PathLike)):
         import keras
 

@@ -93,6 +93,21 @@ def test_output_dir_below_a_file(tmp_path, capsys):
         "is a file, not a folder; choose another path.")
 
 
+def test_export_options_are_checked_before_calibration_data(saved_model, tmp_path, capsys):
+    """int8 without --format tflite prepared the calibration dataset first, then failed."""
+    data_dir = tmp_path / "tfds"
+    assert main(["export", saved_model, "--quantization", "int8", "--data-dir",
+                 str(data_dir)]) == 2
+    assert _error_line(capsys) == ("keras-segattn export: error: export: quantization='int8' "
+                                   "is only supported for format='tflite'")
+    assert main(["export", saved_model, "--format", "tflite", "--quantization", "int8",
+                 "--data-dir", str(data_dir)]) == 2
+    assert _error_line(capsys).startswith(
+        "keras-segattn export: error: export: TFLite needs a fixed input size: pass "
+        "input_size=(height, width) (CLI: --input-size H W).")
+    assert not data_dir.exists()
+
+
 def test_a_run_that_fails_while_set_up_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "runs" / "r1"
     argv = ["train", "--backbone", "resnet19", "--output-dir", str(out), "--dataset-config",

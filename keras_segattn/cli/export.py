@@ -65,8 +65,10 @@ def run(args):
     elif not os.path.exists(args.model):
         raise ValueError(f"model file {args.model!r} does not exist.")
     validation.check_positive_int(args.calibration_samples, "--calibration-samples")
-    from keras_segattn.export import export
+    from keras_segattn.export import check_options, export
 
+    check_options(args.format, args.input_size and tuple(args.input_size), args.quantization,
+                  args.output)  # before the calibration data is read
     path = args.output_path or _default_path(args.model, args.format, args.quantization)
     representative = calibration_dataset(args) if args.quantization == "int8" else None
     export(args.model, path, format=args.format,
