@@ -8,6 +8,9 @@ mean/std themselves) and labels int32 ``(B, H, W)`` in ``[0, num_classes)`` or 2
 (ignore).
 """
 
+import math
+import numbers
+
 import numpy as np
 import tensorflow as tf
 
@@ -163,6 +166,27 @@ def _training_stream(ds, seed, shuffle_buffer, start_example, name):
     return epochs.flat_map(lambda e: _shuffled(ds, buffer, seed, e)).skip(offset)
 
 
+def _check_augmentation(ratio_range, cat_max_ratio, flip_prob):
+    """One-line errors for augmentation settings that would draw nonsense (a reversed or NaN
+    ratio range fed ``tf.random.uniform`` as is) or do nothing meant."""
+    def number(value):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+            and math.isfinite(value)
+
+    try:
+        low, high = ratio_range
+    except (TypeError, ValueError):
+        low = high = None
+    if not (number(low) and number(high) and 0 < low <= high):
+        raise ValueError("make_pipeline: ratio_range must be (low, high) with 0 < low <= high; "
+                         f"got {ratio_range!r}.")
+    if not (number(cat_max_ratio) and 0 < cat_max_ratio <= 1):
+        raise ValueError(f"make_pipeline: cat_max_ratio must be in (0, 1] (1: no limit); got "
+                         f"{cat_max_ratio!r}.")
+    if not (number(flip_prob) and 0 <= flip_prob <= 1):
+        raise ValueError(f"make_pipeline: flip_prob must be in [0, 1]; got {flip_prob!r}.")
+
+
 def make_pipeline(dataset, training, crop_size=None, batch_size=8, *, scale=None,
                   ratio_range=None, cat_max_ratio=1.0, flip_prob=0.5, photometric=True,
                   eval_scale=None, eval_pad_size=None, num_classes=None, name="dataset",
@@ -259,6 +283,8 @@ def make_pipeline(dataset, training, crop_size=None, batch_size=8, *, scale=None
         from keras_segattn.data.info import DATASET_NAMES, dataset_info
 
         ratio_range = dataset_info(name).ratio_range if name in DATASET_NAMES else (0.5, 2.0)
+    if training:
+        _check_augmentation(ratio_range, cat_max_ratio, flip_prob)
     image_spec, label_spec = _split_element(dataset.element_spec)  # errors now, not in the graph
     _check_shapes(image_spec.shape, label_spec.shape)
     _reject_float_labels(dataset, name)

@@ -110,6 +110,25 @@ class TestTrainingPipeline:
         with pytest.raises(ValueError, match="unbatched"):
             data.make_pipeline(toy_dataset().batch(2), training=False)
 
+    @pytest.mark.parametrize("option, value, message", [
+        ("ratio_range", (2.0, 0.5), "ratio_range must be (low, high) with 0 < low <= high; "
+                                    "got (2.0, 0.5)."),
+        ("ratio_range", (float("nan"), 2.0), "ratio_range must be (low, high) with 0 < low <= "
+                                             "high; got (nan, 2.0)."),
+        ("ratio_range", (0.0, 1.0), "ratio_range must be (low, high) with 0 < low <= high; "
+                                    "got (0.0, 1.0)."),
+        ("ratio_range", 1.5, "ratio_range must be (low, high) with 0 < low <= high; got 1.5."),
+        ("cat_max_ratio", 0.0, "cat_max_ratio must be in (0, 1] (1: no limit); got 0.0."),
+        ("flip_prob", 2.0, "flip_prob must be in [0, 1]; got 2.0."),
+    ])
+    def test_augmentation_errors(self, option, value, message):
+        """Accepted before: a reversed or NaN range fed tf.random.uniform as it was."""
+        with pytest.raises(ValueError) as info:
+            data.make_pipeline(toy_dataset(), training=True, crop_size=16, batch_size=2,
+                               **{option: value})
+        assert str(info.value) == f"make_pipeline: {message}"
+        data.make_pipeline(toy_dataset(), training=False, batch_size=2, **{option: value})
+
 
 class TestEvalPipeline:
     def test_full_size_padded_batches(self):
