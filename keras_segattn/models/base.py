@@ -29,7 +29,7 @@ import keras
 
 from keras_segattn import heads
 from keras_segattn.common import check_activation, check_num_classes
-from keras_segattn.models.segmenter import Segmenter, resolve_backbone
+from keras_segattn.models.segmenter import Segmenter, check_keyword_arguments, resolve_backbone
 
 _MODEL_REGISTRY = {}
 
@@ -69,10 +69,12 @@ def get(name, **kwargs):
 def constructor_arguments(arguments):
     """A named model's constructor arguments from its ``locals()`` on entry.
 
-    Drops ``self``/``kwargs``, checks ``num_classes`` (a positive int) and ``activation``
+    Drops ``self``/``kwargs`` (refusing keywords other than ``name`` and ``trainable``:
+    ``check_keyword_arguments``), checks ``num_classes`` (a positive int) and ``activation``
     (``"relu"``/``"leaky_relu"``) with errors naming the model, and returns the rest.
     """
     owner = type(arguments["self"]).__name__
+    check_keyword_arguments(type(arguments["self"]), arguments.get("kwargs", {}))
     arguments = {k: v for k, v in arguments.items() if k not in ("self", "kwargs", "__class__")}
     check_num_classes(owner, arguments["num_classes"])
     if "activation" in arguments:

@@ -40,6 +40,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 
 import keras
 import numpy as np
@@ -370,18 +371,59 @@ def _load_directory(directory, load_weights, expected_class, overrides):
     registered = keras.saving.get_registered_object(str(config.get("registered_name")))
     if isinstance(registered, type):  # checked before the (slow) build
         _check_class(registered, expected_class, directory)
+    preset_classes = config.get("config", {}).get("num_classes")
+    new_classes = overrides.get("num_classes", preset_classes)
+    if load_weights and new_classes != preset_classes:
+        return _load_for_new_classes(config, overrides, weights_path, expected_class, directory)
     if overrides:
         config = dict(config, config={**config.get("config", {}), **overrides})
     model = keras.saving.deserialize_keras_object(config)
     _check_class(type(model), expected_class, directory)
     if load_weights:
-        try:
-            model.load_weights(weights_path)
-        except ValueError as error:
-            raise ValueError(
-                f"The weights in {weights_path!r} do not fit the model built from "
-                f"{CONFIG_FILE}{f' with {overrides}' if overrides else ''}: {error}"
-            ) from None
+        _load_weights(model, weights_path, overrides)
+    return model
+
+
+def _load_weights(model, weights_path, overrides):
+    try:
+        model.load_weights(weights_path)
+    except ValueError as error:
+        raise ValueError(
+            f"The weights in {weights_path!r} do not fit the model built from "
+            f"{CONFIG_FILE}{f' with {overrides}' if overrides else ''}: {error}"
+        ) from None
+
+
+def _load_for_new_classes(config, overrides, weights_path, expected_class, directory):
+    """``from_preset(..., num_classes=K)`` with K other than the preset's: fine-tuning on
+    another label set, as KerasHub's ``from_preset(..., num_classes=K)`` and mmseg's
+    ``load_from`` with a new ``num_classes``. The preset's model is built and loaded as
+    saved, then every weight whose shape does not depend on the classes is copied into the
+    model built with K classes; the classifiers (the final 1x1 convolution of each head,
+    and any other weight shaped by the classes) keep their initialisation, and a warning names
+    them."""
+    preset_overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
+    source = keras.saving.deserialize_keras_object(
+        dict(config, config={**config.get("config", {}), **preset_overrides}))
+    _check_class(type(source), expected_class, directory)
+    _load_weights(source, weights_path, preset_overrides)
+    model = keras.saving.deserialize_keras_object(
+        dict(config, config={**config.get("config", {}), **overrides}))
+    fresh = []
+    for saved, new in zip(source.weights, model.weights, strict=True):
+        if saved.path != new.path:  # the same architecture, so the same variables in order
+            raise ValueError(f"from_preset: with num_classes={overrides['num_classes']} the "
+                             f"model's variable {new.path!r} is not the preset's "
+                             f"{saved.path!r}.")
+        if tuple(saved.shape) == tuple(new.shape):
+            new.assign(saved)
+        else:
+            fresh.append(new.path)
+    warnings.warn(
+        f"from_preset({directory!r}, num_classes={overrides['num_classes']}): the preset has "
+        f"{config['config']['num_classes']} classes; {len(fresh)} weights shaped by the "
+        f"classes are newly initialised ({', '.join(fresh)}), every other weight is the "
+        "preset's. Train the model before using it.", stacklevel=4)
     return model
 
 
@@ -396,8 +438,10 @@ def from_preset(preset, *, load_weights=True, cache_dir=None, expected_class=Non
         expected_class: a model class; the preset's model must be it or a subclass
             (``DANet.from_preset`` passes ``DANet``).
         **kwargs: constructor arguments that replace the preset's (e.g.
-            ``input_shape=(1024, 2048, 3)``); arguments that change the weights' shapes
-            cannot be combined with ``load_weights``.
+            ``input_shape=(1024, 2048, 3)``). ``num_classes`` other than the preset's
+            gives the preset's weights with new classifiers, for fine-tuning on another
+            label set (a warning names the newly initialised weights); other arguments that
+            change the weights' shapes cannot be combined with ``load_weights``.
 
     Returns:
         The model (inference mode: call ``compile()`` before ``fit``).

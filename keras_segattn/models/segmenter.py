@@ -39,6 +39,8 @@ Example:
 >>> model.compile(steps=80000)  # doctest: +SKIP
 """
 
+import difflib
+import inspect
 import warnings
 
 import keras
@@ -113,6 +115,22 @@ def resize_outputs(logits, inputs, align_corners=False):
     return outputs
 
 
+def check_keyword_arguments(model_class, kwargs):
+    """A ``TypeError`` naming a keyword argument the model does not take, with the closest
+    one it does: Keras' functional ``Model`` ignores the keywords it does not know (only
+    ``name`` and ``trainable`` reach it), so a misspelt option (``output_strid=16``) would
+    build another model than asked, silently."""
+    unknown = sorted(set(kwargs) - {"name", "trainable"})
+    if not unknown:
+        return
+    known = [name for name in inspect.signature(model_class.__init__).parameters
+             if name not in ("self", "arguments", "kwargs")] + ["name", "trainable"]
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise TypeError(f"{model_class.__name__}: unknown argument {unknown[0]!r}{hint}; it takes "
+                    f"{', '.join(known)}.")
+
+
 def _check_heads(decode_head, auxiliary_heads):
     heads = [decode_head, *auxiliary_heads]
     for head in heads:
@@ -164,6 +182,7 @@ class Segmenter(keras.Model):
 
     def __init__(self, backbone, decode_head, auxiliary_heads=(), input_shape=(None, None, 3),
                  align_corners=False, **kwargs):
+        check_keyword_arguments(type(self), kwargs)
         auxiliary_heads = list(auxiliary_heads or ())
         heads = _check_heads(decode_head, auxiliary_heads)
         backbone = resolve_backbone(

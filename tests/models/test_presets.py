@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import types
+import warnings
 
 import keras
 import numpy as np
@@ -763,6 +764,36 @@ class TestSaveToPreset(TestCase):
         with pytest.raises(ValueError, match="do not fit the model built from config.json "
                                              "with {'channels': 16}"):
             models.from_preset(directory, channels=16)
+
+    def test_other_num_classes_keeps_every_weight_but_the_classifiers(self, tmp_path):
+        """Fine-tuning on another label set (KerasHub's from_preset(..., num_classes=K)):
+        before, the weights 'did not fit' and nothing loaded."""
+        model = self._model()
+        directory = str(tmp_path / "mine")
+        models.save_to_preset(model, directory)
+        with pytest.warns(UserWarning) as caught:
+            tuned = models.FCN.from_preset(directory, num_classes=5)
+        assert isinstance(tuned, models.FCN) and tuned.num_classes == 5
+        classifiers = ["aux_head/conv_seg/kernel", "aux_head/conv_seg/bias",
+                       "head/conv_seg/kernel", "head/conv_seg/bias"]
+        assert str(caught[0].message) == (
+            f"from_preset({directory!r}, num_classes=5): the preset has 3 classes; 4 weights "
+            f"shaped by the classes are newly initialised ({', '.join(classifiers)}), every "
+            "other weight is the preset's. Train the model before using it.")
+        for saved, new in zip(model.weights, tuned.weights, strict=True):
+            assert saved.path == new.path
+            if new.path in classifiers:
+                assert new.shape[-1] == 5  # initialised: the saved weights are >= 0.5
+                assert keras.ops.convert_to_numpy(new).min() < 0.5, new.path
+            else:
+                self.assertAllClose(new, saved, atol=0, rtol=0)
+        images = _images(2)
+        assert tuple(tuned.predict(images, verbose=0).shape) == (1, H, W, 5)
+        # The preset's own number of classes loads as saved, without a warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            same = models.from_preset(directory, num_classes=3)
+        self.assertAllClose(same(images)["logits"], model(images)["logits"], atol=0, rtol=0)
 
     def test_class_methods(self, tmp_path):
         model = self._model()

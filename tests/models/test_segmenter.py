@@ -127,6 +127,31 @@ def test_named_models_reject_bad_num_classes_in_one_line(name):
             f"{name}: num_classes must be a positive integer, got {value!r}.")
 
 
+@pytest.mark.parametrize("name", models.list_models())
+def test_named_models_refuse_unknown_keywords(name):
+    """Keras' functional Model ignores keywords it does not know: ``output_strid=16`` built
+    an OS8 model without a word."""
+    with pytest.raises(TypeError) as error:
+        models.get(name, num_classes=3, backbone="resnet_tiny", output_strid=16)
+    message = str(error.value)
+    assert message.startswith(f"{name}: unknown argument 'output_strid' (did you mean "
+                              "'output_stride'?); it takes num_classes, backbone, "
+                              "output_stride, aux_head, input_shape,"), message
+    assert message.endswith(", name, trainable.")
+
+
+def test_segmenter_refuses_unknown_keywords_and_keeps_name_and_trainable():
+    backbone = backbones.get_backbone("resnet_tiny")
+    head = heads.FCNHead(NUM_CLASSES, channels=8, name="head")
+    with pytest.raises(TypeError) as error:
+        models.Segmenter(backbone, head, aux_heads=[])
+    assert str(error.value) == (
+        "Segmenter: unknown argument 'aux_heads' (did you mean 'auxiliary_heads'?); it takes "
+        "backbone, decode_head, auxiliary_heads, input_shape, align_corners, name, trainable.")
+    model = models.Segmenter(backbone, head, name="mine", trainable=False)
+    assert model.name == "mine" and not model.trainable
+
+
 def test_cli_trained_run_loads_compiled_after_only_import_keras_segattn(tmp_path):
     """A model compiled by the trainer (the shared recipe, with warm-up: WarmupPolyDecay) and
     saved, then loaded in a fresh interpreter after only ``import keras_segattn``: compiled,
