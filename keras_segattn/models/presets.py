@@ -392,6 +392,11 @@ def _load_weights(model, weights_path, overrides):
             f"The weights in {weights_path!r} do not fit the model built from "
             f"{CONFIG_FILE}{f' with {overrides}' if overrides else ''}: {error}"
         ) from None
+    except OSError as error:  # h5py: a truncated or damaged file
+        raise ValueError(
+            f"{weights_path!r} is not a readable weights file ({error}); save the preset again "
+            "(a built-in preset: delete its cached directory to convert it again)."
+        ) from None
 
 
 def _load_for_new_classes(config, overrides, weights_path, expected_class, directory):

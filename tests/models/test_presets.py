@@ -829,6 +829,16 @@ class TestSaveToPreset(TestCase):
         (tmp_path / "half" / "config.json").write_text("{}")
         with pytest.raises(FileNotFoundError, match="model.weights.h5 is missing"):
             models.from_preset(str(tmp_path / "half"))
+        models.save_to_preset(model, tmp_path / "cut")
+        weights = tmp_path / "cut" / "model.weights.h5"
+        weights.write_bytes(weights.read_bytes()[:2000])
+        with pytest.raises(ValueError) as info:
+            models.from_preset(str(tmp_path / "cut"))
+        message = str(info.value)
+        assert message.startswith(f"{str(weights)!r} is not a readable weights file (")
+        assert message.endswith("); save the preset again (a built-in preset: delete its "
+                                "cached directory to convert it again).")
+        assert len(message.splitlines()) == 1
 
 
 # ------------------------------------------------------------------------------------------
