@@ -44,6 +44,7 @@ import inspect
 import warnings
 
 import keras
+import numpy as np
 
 from keras_segattn import recipe, validation
 from keras_segattn.backbones import (
@@ -113,6 +114,65 @@ def resize_outputs(logits, inputs, align_corners=False):
         else:
             outputs[name] = keras.layers.Identity(dtype="float32", name=name)(value)
     return outputs
+
+
+def class_weight_as_sample_weight(class_weight, num_classes, x, y, sample_weight=None):
+    """``fit(class_weight=...)`` for segmentation: each pixel weighed by its class's weight
+    (mmseg's ``CrossEntropyLoss(class_weight=...)``), as ``(x, y, sample_weight)`` for
+    ``keras.Model.fit``. Keras' own ``class_weight`` takes one label per sample and failed on
+    label maps with ``only 0-dimensional arrays can be converted to Python scalars``.
+
+    ``class_weight``: ``{class index: weight}`` (classes left out weigh 1) or a sequence of
+    ``num_classes`` weights; finite and >= 0. NumPy labels give a ``(B, H, W)`` weight
+    array, multiplied by ``sample_weight`` if given; a ``tf.data`` dataset of ``(images,
+    labels)`` or ``(images, labels, weights)`` batches is mapped to add (or multiply) the
+    weights. Pixels labelled 255 (ignored) weigh 0."""
+    if isinstance(class_weight, dict):
+        table = np.ones(num_classes, "float64")
+        for key, value in class_weight.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) \
+                    or not 0 <= key < num_classes:
+                raise ValueError(f"class_weight: key {key!r} is not a class index in "
+                                 f"[0, {num_classes}).")
+            table[key] = value if isinstance(value, (int, float, np.number)) else np.nan
+    else:
+        table = np.asarray(class_weight, "float64") if not isinstance(class_weight, str) \
+            else np.zeros(0)
+        if table.shape != (num_classes,):
+            raise ValueError(f"class_weight must be a dict {{class index: weight}} or "
+                             f"{num_classes} weights; got {class_weight!r}.")
+    if not (np.isfinite(table).all() and (table >= 0).all()):
+        raise ValueError(f"class_weight: every weight must be a finite number >= 0; got "
+                         f"{class_weight!r}.")
+    lookup = np.zeros(256, "float32")  # labels are checked to be < num_classes or 255
+    lookup[:num_classes] = table
+    import tensorflow as tf
+
+    if y is not None and not isinstance(y, tf.data.Dataset):  # arrays (checked by fit)
+        labels = np.asarray(y).astype("int64")
+        weights = lookup[labels.reshape(labels.shape[:3])]
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, "float32")
+            weights = weights * (sample_weight.reshape(-1, 1, 1) if sample_weight.ndim == 1
+                                 else sample_weight.reshape(weights.shape))
+        return x, y, weights
+    if isinstance(x, tf.data.Dataset) and y is None:
+        table_tensor = tf.constant(lookup)
+
+        def weigh(images, labels, weights=None):
+            pixel = tf.gather(table_tensor, tf.cast(labels, tf.int32))
+            if len(pixel.shape) == 4:
+                pixel = pixel[..., 0]
+            if weights is not None:
+                weights = tf.cast(weights, tf.float32)
+                pixel = pixel * (weights[:, None, None] if len(weights.shape) == 1
+                                 else tf.reshape(weights, tf.shape(pixel)))
+            return images, labels, pixel
+
+        return x.map(weigh), None, sample_weight
+    raise TypeError("class_weight works with NumPy labels and tf.data datasets of (images, "
+                    f"labels) batches; got x of type {type(x).__name__}. Pass per-pixel "
+                    "weights as sample_weight instead.")
 
 
 def check_keyword_arguments(model_class, kwargs):
@@ -322,15 +382,53 @@ class Segmenter(keras.Model):
             value = keras.ops.squeeze(value, axis=-1)
         return {name: value for name in y_pred}
 
+    def _sample_weights(self, sample_weight, y_pred):
+        """``fit(sample_weight=...)`` -> one weight tensor per output: ``(B,)`` weighs each
+        image (every pixel of it), ``(B, H, W)`` or ``(B, H, W, 1)`` each pixel. Image-level
+        outputs (SANet's ``image_logits``) take the per-image weights, and none (1) from
+        per-pixel ones. Each output gets a tensor of its own at the pixel outputs' full
+        shape: Keras' masked loss (``ignore_class``) multiplies the weight by the mask in
+        place on torch, which broke the gradient of a weight shared between outputs."""
+        if sample_weight is None or not isinstance(y_pred, dict) or isinstance(sample_weight,
+                                                                              dict):
+            return sample_weight
+        ops = keras.ops
+        if getattr(sample_weight.shape, "rank", 0) is None:
+            # TensorFlow retraces the step with a rank-unknown weight once it has seen
+            # weights of two ranks: make it per pixel, (B, H, W), whichever it is.
+            import tensorflow as tf
+
+            pixels = next(tf.shape(p)[:3] for n, p in y_pred.items()
+                          if n not in self._image_level_outputs)
+            sample_weight = tf.cond(
+                tf.rank(sample_weight) == 1,
+                lambda: tf.broadcast_to(tf.reshape(sample_weight, [-1, 1, 1]), pixels),
+                lambda: tf.reshape(sample_weight, pixels))
+        per_image = len(sample_weight.shape) == 1
+        if not per_image:
+            sample_weight = self._broadcast(sample_weight, {"": None})[""]  # (B, H, W)
+        sample_weight = ops.cast(sample_weight, "float32")
+        weights = {}
+        for name, prediction in y_pred.items():
+            if name in self._image_level_outputs:
+                weights[name] = (sample_weight + 0.0 if per_image else
+                                 ops.ones_like(sample_weight[:, 0, 0]))
+            elif per_image:
+                weights[name] = (ops.ones(ops.shape(prediction)[:3], "float32")
+                                 * sample_weight[:, None, None])
+            else:
+                weights[name] = sample_weight + 0.0
+        return weights
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return super().compute_loss(
             x=x, y=self._broadcast(y, y_pred), y_pred=y_pred,
-            sample_weight=self._broadcast(sample_weight, y_pred), training=training,
+            sample_weight=self._sample_weights(sample_weight, y_pred), training=training,
         )
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(
-            x, self._broadcast(y, y_pred), y_pred, self._broadcast(sample_weight, y_pred)
+            x, self._broadcast(y, y_pred), y_pred, self._sample_weights(sample_weight, y_pred)
         )
 
     # -- input checks at the entry points (keras_segattn.validation; issue 10) ---------
@@ -342,6 +440,9 @@ class Segmenter(keras.Model):
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         channels = self._input_shape_arg[-1]
         x, y = validation.checked_data(x, y, self.num_classes, batch_size, channels=channels)
+        if kwargs.get("class_weight") is not None:
+            x, y, kwargs["sample_weight"] = class_weight_as_sample_weight(
+                kwargs.pop("class_weight"), self.num_classes, x, y, kwargs.get("sample_weight"))
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = validation.checked_validation_data(
                 kwargs["validation_data"], self.num_classes,

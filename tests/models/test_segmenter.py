@@ -152,6 +152,90 @@ def test_segmenter_refuses_unknown_keywords_and_keeps_name_and_trainable():
     assert model.name == "mine" and not model.trainable
 
 
+def _masked_cross_entropy(logits, y, weights):
+    """sum over the pixels that are not 255 of CE * weight / their count (Keras'
+    ``ignore_class`` reduction; mmseg's ``avg_non_ignore``), float64 NumPy."""
+    logits = np.asarray(logits, "float64")
+    logits = logits - logits.max(-1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    valid = y != 255
+    ce = -np.take_along_axis(log_p, np.where(valid, y, 0)[..., None], -1)[..., 0]
+    return float((ce * weights * valid).sum() / valid.sum())
+
+
+def test_sample_weights_per_pixel_and_per_image():
+    """fit/evaluate(sample_weight=...) on a model with several outputs. Before: torch failed
+    in backward ('modified by an inplace operation': Keras' masked loss multiplies the
+    weight in place, and one tensor was shared by the outputs), TensorFlow's XLA step failed,
+    and per-image (B,) weights failed on every backend."""
+    model = models.FCN(NUM_CLASSES, backbone="resnet_tiny", channels=8, aux_channels=8)
+    model.compile(steps=10, metrics=[])
+    rng = np.random.default_rng(0)
+    x = images(4)
+    y = labels(NUM_CLASSES, 4)  # rows 0-1 ignored (255)
+    per_pixel = rng.uniform(0.0, 2.0, (4, 32, 32)).astype("float32")
+    per_image = np.array([0.5, 1.0, 2.0, 0.0], "float32")
+    outputs = {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
+    for weights, pixel_weights in ((per_pixel, per_pixel), (per_pixel[..., None], per_pixel),
+                                   (per_image, np.broadcast_to(per_image[:, None, None],
+                                                               (4, 32, 32)))):
+        result = model.evaluate(x, y, sample_weight=weights, batch_size=4, verbose=0,
+                                return_dict=True)
+        for name in ("logits", "aux"):
+            expected = _masked_cross_entropy(outputs[name], y, pixel_weights)
+            assert_allclose(result[f"{name}_loss"], expected, rtol=2e-5, atol=1e-6)
+    # Training with weights of 1 is training without weights; both ranks, every backend.
+    losses = []
+    for weights in (None, np.ones((4, 32, 32), "float32"), np.ones(4, "float32")):
+        keras.utils.set_random_seed(0)  # the same weights and dropout draws each time
+        model = models.FCN(NUM_CLASSES, backbone="resnet_tiny", channels=8, aux_channels=8)
+        model.compile(steps=10, metrics=[])
+        history = model.fit(x, y, sample_weight=weights, batch_size=2, epochs=2, verbose=0,
+                            shuffle=False)
+        losses.append(history.history["loss"])
+    assert np.isfinite(losses).all()
+    assert_allclose(losses[1], losses[0], rtol=1e-5)
+    assert_allclose(losses[2], losses[0], rtol=1e-5)
+
+
+def test_class_weight_weighs_each_pixel_by_its_class():
+    """fit(class_weight=...) on label maps (Keras' own takes one label per sample and failed
+    with 'only 0-dimensional arrays can be converted to Python scalars'): the same training
+    as sample_weight=weights[labels], ignored pixels 0, for arrays and tf.data."""
+    import tensorflow as tf
+
+    x = images(4)
+    y = labels(NUM_CLASSES, 4)
+    table = np.array([1.0, 2.5, 0.5], "float32")
+    pixel_weights = np.where(y == 255, 0.0, table[np.minimum(y, 2)]).astype("float32")
+
+    def first_losses(**data):
+        keras.utils.set_random_seed(0)
+        model = models.FCN(NUM_CLASSES, backbone="resnet_tiny", channels=8, aux_channels=8)
+        model.compile(steps=10, metrics=[])
+        return model.fit(epochs=2, verbose=0, shuffle=False, **data).history["loss"]
+
+    expected = first_losses(x=x, y=y, sample_weight=pixel_weights, batch_size=2)
+    assert_allclose(first_losses(x=x, y=y, class_weight={1: 2.5, 2: 0.5}, batch_size=2),
+                    expected, rtol=1e-5)
+    assert_allclose(first_losses(x=x, y=y, class_weight=list(table), batch_size=2), expected,
+                    rtol=1e-5)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    assert_allclose(first_losses(x=dataset, class_weight=list(table)), expected, rtol=1e-5)
+    assert not np.allclose(first_losses(x=x, y=y, batch_size=2), expected, rtol=1e-3)
+    model = models.FCN(NUM_CLASSES, backbone="resnet_tiny", channels=8, aux_channels=8)
+    model.compile(steps=10, metrics=[])
+    for class_weight, message in (
+            ({3: 1.0}, "class_weight: key 3 is not a class index in [0, 3)."),
+            ([1.0, -1.0, 1.0], "class_weight: every weight must be a finite number >= 0; got "
+                               "[1.0, -1.0, 1.0]."),
+            ([1.0, 2.0], "class_weight must be a dict {class index: weight} or 3 weights; got "
+                         "[1.0, 2.0].")):
+        with pytest.raises(ValueError) as error:
+            model.fit(x, y, class_weight=class_weight, verbose=0)
+        assert str(error.value) == message
+
+
 def test_cli_trained_run_loads_compiled_after_only_import_keras_segattn(tmp_path):
     """A model compiled by the trainer (the shared recipe, with warm-up: WarmupPolyDecay) and
     saved, then loaded in a fresh interpreter after only ``import keras_segattn``: compiled,
