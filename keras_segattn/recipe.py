@@ -22,6 +22,8 @@ mmsegmentation's recipe (``configs/_base_/schedules/schedule_80k.py`` and the
   ``MeanIoU`` with a confusion matrix that is fast on the torch backend too).
 """
 
+import math
+import numbers
 import re
 
 import keras
@@ -119,10 +121,20 @@ class WarmupPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+def _check_finite(**values):
+    """One-line errors for recipe numbers that are NaN, infinite or not numbers (a NaN
+    learning rate trained a NaN model without a word)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value):
+            raise ValueError(f"recipe: {name} must be a finite number; got {value!r}.")
+
+
 def schedule(learning_rate=0.01, steps=80000, warmup_steps=0, end_learning_rate=1e-4,
              power=0.9):
     """The recipe's learning-rate schedule: ``WarmupPolyDecay`` (poly alone when
     ``warmup_steps=0``, which is mmseg's PolyLR)."""
+    _check_finite(learning_rate=learning_rate, end_learning_rate=end_learning_rate, power=power)
     return WarmupPolyDecay(learning_rate, decay_steps=int(steps), warmup_steps=int(warmup_steps),
                            end_lr=end_learning_rate, power=power)
 
@@ -154,6 +166,8 @@ def optimizer(model=None, optimizer_type="sgd", steps=80000, learning_rate=0.01,
         raise ValueError(
             f"recipe: optimizer_type must be one of {OPTIMIZERS}, got {optimizer_type!r}."
         )
+    _check_finite(momentum=momentum, weight_decay=weight_decay or 0.0,
+                  head_lr_multiplier=head_lr_multiplier)
     lr = schedule(learning_rate, steps, warmup_steps, end_learning_rate, power)
     accumulation = gradient_accumulation_steps or None
     if optimizer_type == "adamw":

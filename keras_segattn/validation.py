@@ -129,6 +129,8 @@ def check_image_shape(shape, channels=3, dataset=False):
                     else ": one image needs a batch axis, images[None]")
         raise ValueError(f"images must be a batch of shape (batch, height, width, {channels}); "
                          f"got shape {shape}{hint}.")
+    if shape[0] == 0:
+        raise ValueError(f"images are an empty batch (shape {shape}).")
     if channels is not None and shape[-1] is not None and shape[-1] != channels:
         hint = ", e.g. np.repeat(gray, 3, axis=-1)" if shape[-1] == 1 and channels == 3 else ""
         noun = "channel" if shape[-1] == 1 else "channels"

@@ -33,6 +33,16 @@ def test_optimizers_and_schedule():
         recipe.optimizer(None, head_lr_multiplier=10.0)
 
 
+def test_non_finite_numbers_are_refused():
+    """A NaN learning rate compiled and trained a NaN model without a word."""
+    for name, value in (("learning_rate", float("nan")), ("end_learning_rate", float("inf")),
+                        ("power", float("nan")), ("momentum", float("nan")),
+                        ("weight_decay", float("inf")), ("learning_rate", "0.01")):
+        with pytest.raises(ValueError) as error:
+            recipe.optimizer(**{name: value})
+        assert str(error.value) == f"recipe: {name} must be a finite number; got {value!r}."
+
+
 def test_losses_and_metrics():
     found = recipe.losses(("logits", "aux", "image_logits"), 5, image_level=("image_logits",))
     assert isinstance(found["image_logits"], losses.SANetCategoricalLoss)

@@ -155,8 +155,11 @@ LABEL_SHAPE_HINT = ("one class index per pixel, shape (batch, height, width) or 
                            verbose=0),
      "labels of shape (None, 15, 16) do not fit images of shape (None, 16, 16, 3): "
      + LABEL_SHAPE_HINT),
+    # No image at all (Keras: UnboundLocalError 'batch_outputs' from inside predict).
+    (lambda m, x, y: m.predict(x[:0], verbose=0),
+     "images are an empty batch (shape (0, 16, 16, 3))."),
 ], ids=["predict-one-image", "predict-gray", "fit-label-size", "evaluate-one-hot",
-        "fit-label-count", "dataset-unbatched", "dataset-label-size"])
+        "fit-label-count", "dataset-unbatched", "dataset-label-size", "predict-empty"])
 def test_wrong_shapes_are_one_line(model, call, message):
     images, labels = data()
     with pytest.raises(ValueError) as info:
