@@ -151,13 +151,19 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
     assert open(path).read() == "old" and os.listdir(tmp_path) == ["state.json"]
 
 
-def test_a_nan_loss_stops_before_anything_is_committed(tmp_path):
+def progress_at_step_2(tmp_path):
+    """A run of 6 steps in intervals of 2, committed at step 2: its (run, model, progress)."""
     run = run_dir.RunDirectory(str(tmp_path / "run"))
     model = small_model()
     state = {"version": 1, "step": 2, "total_steps": 6, "finished": False, "backups": [],
              "history": [], "evaluation": None, "seconds": 0.0}
     progress = callbacks.RunProgress(run, state, interval=2, total_steps=6)
     progress.set_model(model)
+    return run, model, progress
+
+
+def test_a_nan_loss_stops_before_anything_is_committed(tmp_path):
+    run, _, progress = progress_at_step_2(tmp_path)
     with pytest.raises(RuntimeError) as info:
         progress.on_epoch_end(1, {"loss": math.nan})
     assert str(info.value) == (
@@ -168,12 +174,7 @@ def test_a_nan_loss_stops_before_anything_is_committed(tmp_path):
 
 def test_a_nan_weight_stops_before_anything_is_committed(tmp_path):
     """The interval's last update shows only in the weights (its loss came before it)."""
-    run = run_dir.RunDirectory(str(tmp_path / "run"))
-    model = small_model()
-    state = {"version": 1, "step": 2, "total_steps": 6, "finished": False, "backups": [],
-             "history": [], "evaluation": None, "seconds": 0.0}
-    progress = callbacks.RunProgress(run, state, interval=2, total_steps=6)
-    progress.set_model(model)
+    run, model, progress = progress_at_step_2(tmp_path)
     kernel = model.layers[-1].kernel
     kernel.assign(np.where(np.arange(16).reshape(8, 2) == 5, np.inf, 0.0).astype("float32"))
     with pytest.raises(RuntimeError) as info:
