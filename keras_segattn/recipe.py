@@ -22,12 +22,11 @@ mmsegmentation's recipe (``configs/_base_/schedules/schedule_80k.py`` and the
   ``MeanIoU`` with a confusion matrix that is fast on the torch backend too).
 """
 
-import math
-import numbers
 import re
 
 import keras
 
+from keras_segattn import validation
 from keras_segattn.common import IGNORE_INDEX, MAIN_OUTPUT
 from keras_segattn.losses import SANetCategoricalLoss
 from keras_segattn.metrics import MeanIoU
@@ -122,12 +121,8 @@ class WarmupPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def _check_finite(**values):
-    """One-line errors for recipe numbers that are NaN, infinite or not numbers (a NaN
-    learning rate trained a NaN model without a word)."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not math.isfinite(value):
-            raise ValueError(f"recipe: {name} must be a finite number; got {value!r}.")
+        validation.check_finite(value, f"recipe: {name}")
 
 
 def schedule(learning_rate=0.01, steps=80000, warmup_steps=0, end_learning_rate=1e-4,

@@ -26,6 +26,8 @@ markers; :func:`one_line_errors` turns that error, wherever it surfaces (inside 
 
 import contextlib
 import errno
+import math
+import numbers
 import os
 import re
 import zipfile
@@ -382,6 +384,20 @@ def entry_values(model):
 
 
 # --- arguments, folders and files -------------------------------------------------------------
+
+
+def is_finite_number(value):
+    """A real number (not a bool) that is neither NaN nor infinite."""
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real)
+            and math.isfinite(value))
+
+
+def check_finite(value, name):
+    """``value`` if it is a finite number, else a one-line ``ValueError`` naming ``name``
+    (a NaN learning rate trains a NaN model without a word)."""
+    if not is_finite_number(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+    return value
 
 
 def check_positive_int(value, name, allow_none=False):

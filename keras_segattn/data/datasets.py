@@ -80,8 +80,7 @@ def _normalize_split(split):
 
 def get_builder(name, data_dir=None, config=None):
     """The tfds builder behind ``load(name)`` (not prepared)."""
-    dataset_info(name)  # validates the name
-    check_config(name, config)
+    check_config(name, config)  # the name, and the config for that dataset
     if name == "synthetic":
         from keras_segattn.data.builders.synthetic import Builder
 

@@ -8,9 +8,6 @@ mean/std themselves) and labels int32 ``(B, H, W)`` in ``[0, num_classes)`` or 2
 (ignore).
 """
 
-import math
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
@@ -169,10 +166,7 @@ def _training_stream(ds, seed, shuffle_buffer, start_example, name):
 def _check_augmentation(ratio_range, cat_max_ratio, flip_prob):
     """One-line errors for augmentation settings that would draw nonsense (a reversed or NaN
     ratio range fed ``tf.random.uniform`` as is) or do nothing meant."""
-    def number(value):
-        return isinstance(value, numbers.Real) and not isinstance(value, bool) \
-            and math.isfinite(value)
-
+    number = validation.is_finite_number
     try:
         low, high = ratio_range
     except (TypeError, ValueError):

@@ -375,13 +375,17 @@ def _load_directory(directory, load_weights, expected_class, overrides):
     new_classes = overrides.get("num_classes", preset_classes)
     if load_weights and new_classes != preset_classes:
         return _load_for_new_classes(config, overrides, weights_path, expected_class, directory)
-    if overrides:
-        config = dict(config, config={**config.get("config", {}), **overrides})
-    model = keras.saving.deserialize_keras_object(config)
+    model = _build(config, overrides)
     _check_class(type(model), expected_class, directory)
     if load_weights:
         _load_weights(model, weights_path, overrides)
     return model
+
+
+def _build(config, overrides):
+    """The model of a serialized ``config`` with some constructor arguments replaced."""
+    return keras.saving.deserialize_keras_object(
+        dict(config, config={**config.get("config", {}), **overrides}))
 
 
 def _load_weights(model, weights_path, overrides):
@@ -408,12 +412,10 @@ def _load_for_new_classes(config, overrides, weights_path, expected_class, direc
     and any other weight shaped by the classes) keep their initialisation, and a warning names
     them."""
     preset_overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
-    source = keras.saving.deserialize_keras_object(
-        dict(config, config={**config.get("config", {}), **preset_overrides}))
+    source = _build(config, preset_overrides)
     _check_class(type(source), expected_class, directory)
     _load_weights(source, weights_path, preset_overrides)
-    model = keras.saving.deserialize_keras_object(
-        dict(config, config={**config.get("config", {}), **overrides}))
+    model = _build(config, overrides)
     fresh = []
     for saved, new in zip(source.weights, model.weights, strict=True):
         if saved.path != new.path:  # the same architecture, so the same variables in order

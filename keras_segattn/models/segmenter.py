@@ -116,6 +116,20 @@ def resize_outputs(logits, inputs, align_corners=False):
     return outputs
 
 
+def _per_pixel(value):
+    """A label map or per-pixel weight, ``(B, H, W)`` or ``(B, H, W, 1)``, as ``(B, H, W)``."""
+    if getattr(value.shape, "rank", 0) is None:
+        # TensorFlow retraces the step with a rank-unknown label once it has seen labels of
+        # two ranks ((B, H, W) and (B, H, W, 1)): keep the (B, H, W) of either.
+        import tensorflow as tf
+
+        size = tf.shape(value)
+        return tf.reshape(value, [size[0], size[1], size[2]])
+    if len(value.shape) == 4 and value.shape[-1] == 1:
+        return keras.ops.squeeze(value, axis=-1)
+    return value
+
+
 def class_weight_as_sample_weight(class_weight, num_classes, x, y, sample_weight=None):
     """``fit(class_weight=...)`` for segmentation: each pixel weighed by its class's weight
     (mmseg's ``CrossEntropyLoss(class_weight=...)``), as ``(x, y, sample_weight)`` for
@@ -127,6 +141,8 @@ def class_weight_as_sample_weight(class_weight, num_classes, x, y, sample_weight
     array, multiplied by ``sample_weight`` if given; a ``tf.data`` dataset of ``(images,
     labels)`` or ``(images, labels, weights)`` batches is mapped to add (or multiply) the
     weights. Pixels labelled 255 (ignored) weigh 0."""
+    import tensorflow as tf
+
     if isinstance(class_weight, dict):
         table = np.ones(num_classes, "float64")
         for key, value in class_weight.items():
@@ -136,8 +152,10 @@ def class_weight_as_sample_weight(class_weight, num_classes, x, y, sample_weight
                                  f"[0, {num_classes}).")
             table[key] = value if isinstance(value, (int, float, np.number)) else np.nan
     else:
-        table = np.asarray(class_weight, "float64") if not isinstance(class_weight, str) \
-            else np.zeros(0)
+        try:
+            table = np.asarray(class_weight, "float64")
+        except (TypeError, ValueError):  # strings, nested lists of other lengths
+            table = np.zeros(0)
         if table.shape != (num_classes,):
             raise ValueError(f"class_weight must be a dict {{class index: weight}} or "
                              f"{num_classes} weights; got {class_weight!r}.")
@@ -146,8 +164,6 @@ def class_weight_as_sample_weight(class_weight, num_classes, x, y, sample_weight
                          f"{class_weight!r}.")
     lookup = np.zeros(256, "float32")  # labels are checked to be < num_classes or 255
     lookup[:num_classes] = table
-    import tensorflow as tf
-
     if y is not None and not isinstance(y, tf.data.Dataset):  # arrays (checked by fit)
         labels = np.asarray(y).astype("int64")
         weights = lookup[labels.reshape(labels.shape[:3])]
@@ -368,25 +384,17 @@ class Segmenter(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def _broadcast(self, value, y_pred):
-        """A single label mask (or sample weight) -> one per output."""
+        """A single label mask -> one per output."""
         if value is None or not isinstance(y_pred, dict) or isinstance(value, dict):
             return value
-        if getattr(value.shape, "rank", 0) is None:
-            # TensorFlow retraces the step with a rank-unknown label once it has seen labels
-            # of two ranks ((B, H, W) and (B, H, W, 1)): keep the (B, H, W) of either.
-            import tensorflow as tf
-
-            size = tf.shape(value)
-            value = tf.reshape(value, [size[0], size[1], size[2]])
-        elif len(value.shape) == 4 and value.shape[-1] == 1:
-            value = keras.ops.squeeze(value, axis=-1)
+        value = _per_pixel(value)
         return {name: value for name in y_pred}
 
     def _sample_weights(self, sample_weight, y_pred):
         """``fit(sample_weight=...)`` -> one weight tensor per output: ``(B,)`` weighs each
         image (every pixel of it), ``(B, H, W)`` or ``(B, H, W, 1)`` each pixel. Image-level
-        outputs (SANet's ``image_logits``) take the per-image weights, and none (1) from
-        per-pixel ones. Each output gets a tensor of its own at the pixel outputs' full
+        outputs (SANet's ``image_logits``) take the per-image weights, and weight 1 when
+        the weights are per pixel. Each output gets a tensor of its own at the pixel outputs' full
         shape: Keras' masked loss (``ignore_class``) multiplies the weight by the mask in
         place on torch, which broke the gradient of a weight shared between outputs."""
         if sample_weight is None or not isinstance(y_pred, dict) or isinstance(sample_weight,
@@ -406,7 +414,7 @@ class Segmenter(keras.Model):
                 lambda: tf.reshape(sample_weight, pixels))
         per_image = len(sample_weight.shape) == 1
         if not per_image:
-            sample_weight = self._broadcast(sample_weight, {"": None})[""]  # (B, H, W)
+            sample_weight = _per_pixel(sample_weight)
         sample_weight = ops.cast(sample_weight, "float32")
         weights = {}
         for name, prediction in y_pred.items():

@@ -89,12 +89,14 @@ class RunProgress(keras.callbacks.Callback):
                 continue
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         loss = row.get("loss")
-        # The loss of a step comes before its update: the last update of the interval is
-        # seen only in the weights (and the batch-norm statistics).
-        broken = [v.path for v in self.model.weights if not _finite(v)]
-        if (loss is not None and not math.isfinite(loss)) or broken:
-            what = (f"the loss became {loss}" if loss is not None and not math.isfinite(loss)
-                    else f"the variable {broken[0]} became NaN or infinite")
+        if loss is not None and not math.isfinite(loss):
+            what = f"the loss became {loss}"
+        else:
+            # The loss of a step comes before its update: the last update of the interval
+            # is seen only in the weights (and the batch-norm statistics).
+            broken = next((v.path for v in self.model.weights if not _finite(v)), None)
+            what = broken and f"the variable {broken} became NaN or infinite"
+        if what:
             raise RuntimeError(
                 f"training stopped: {what} in steps {committed + 1}-{step}; "
                 f"{self.run.path} stays at step {committed}. Try a lower learning rate, a "

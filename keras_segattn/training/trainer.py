@@ -18,8 +18,6 @@ uninterrupted one would have. Re-running a finished run reports its result.
 import dataclasses
 import datetime
 import json
-import math
-import numbers
 import os
 import sys
 import time
@@ -110,10 +108,8 @@ class TrainConfig:
         and ``None`` defaults; returns ``self``."""
         for name in ("learning_rate", "end_learning_rate", "momentum", "weight_decay",
                      "head_lr_multiplier"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(
-                    value, numbers.Real) or not math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number; got {value!r}.")
+            if getattr(self, name) is not None:
+                validation.check_finite(getattr(self, name), name)
         for name in ("steps", "eval_every", "batch_size", "keep_checkpoints"):
             setattr(self, name, validation.check_positive_int(getattr(self, name), name))
         for name in ("checkpoint_every", "num_classes", "eval_max_batches"):
