@@ -10,7 +10,11 @@ from keras import ops
 
 from keras_segattn import convert
 from keras_segattn.layers._checks import rank4_channels
-from keras_segattn.layers._common import release_logits, with_written_out_gradient
+from keras_segattn.layers._common import (
+    release_logits,
+    static_size,
+    with_written_out_gradient,
+)
 from keras_segattn.layers.conv_bn_act import ConvBNAct
 
 
@@ -32,11 +36,10 @@ class FullyAttentional(keras.layers.Layer):
         y = ReLU(BN(Conv3x3_noBias(gamma (O1 + O2) + x)))
 
     No scaling; energies and softmax in float32; ``gamma`` is a float32 ``(1,)`` variable
-    initialised to zero (as upstream). Memory ``O(B (H + W) C^2)``. On JAX, and on
-    TensorFlow in eager mode, each branch runs ``_attend_lines_written_out`` (a written-out
-    gradient, the context computed channels last: faster under XLA:CPU, and less memory
-    under an eager ``GradientTape``; see ``_written_out_gradient``); elsewhere
-    ``_attend_lines``.
+    initialised to zero (as upstream). Memory ``O(B (H + W) C^2)``. Each branch runs the
+    same maths in the form that is fastest and smallest on the backend (``_attend_function``):
+    on JAX and eager TensorFlow ``_attend_lines_written_out``, in a TensorFlow graph
+    (``model.fit``, XLA) ``_attend_lines_flat_gradient``, on PyTorch ``_attend_lines``.
 
     Input ``(B, H, W, C)``; output ``(B, H, W, C)``.
 
@@ -87,7 +90,7 @@ class FullyAttentional(keras.layers.Layer):
         # The energies and softmax in float32, the products with the softmax'ed (convex)
         # weights in the compute dtype (no overflow under float16).
         dtype = self.compute_dtype
-        attend = _attend_lines_written_out if _written_out_gradient() else _attend_lines
+        attend = _attend_function()
         # Column branch: the W columns (B, W, C, H) with the row descriptors -> (B, W, H, C)
         out_cols = attend(ops.transpose(x32, (0, 2, 3, 1)), row_desc, dtype)
         out_cols = ops.transpose(ops.cast(out_cols, "float32"), (0, 2, 1, 3))
@@ -113,25 +116,33 @@ class FullyAttentional(keras.layers.Layer):
         return config
 
 
-def _written_out_gradient():
-    """Whether the branches run ``_attend_lines_written_out``: on JAX, and on TensorFlow when
-    executing eagerly.
+def _attend_function():
+    """The form of a branch that each backend runs fastest and in the least memory.
 
-    TensorFlow's eager ``GradientTape`` differentiates the plain expression op by op and
-    reached the soft-max gradients of both branches with both branches' ``dA`` alive, and
-    each soft-max gradient holds two more ``C x C'`` maps per line: forward+backward at
-    64x64x512 peaked at 441 MiB (official module 393), 337 MiB written out; 701 against 562
-    at 97x97. In a ``tf.function`` (``model.fit``, XLA) the graph frees each map when its
-    consumers are done, and XLA ran the plain expression's backward faster than the
-    written-out one (64x64: 667 against 909 ms; XLA's peak 445 MiB either way), so
-    compiled TensorFlow keeps the plain expression.
+    - JAX, eager TensorFlow: ``_attend_lines_written_out``. TensorFlow's eager
+      ``GradientTape`` differentiates the plain expression op by op and reached the soft-max
+      gradients of both branches with both branches' ``dA`` alive, and each soft-max gradient
+      holds two more ``C x C'`` maps per line: forward+backward at 64x64x512 peaked at 441
+      MiB (official module 393), 337 MiB written out; 701 against 562 at 97x97.
+    - A TensorFlow graph (``tf.function``, XLA; how ``model.fit`` runs):
+      ``_attend_lines_flat_gradient``. XLA compiled the plain expression's backward with the
+      soft-max gradient ``dE`` written twice per branch (once for each product that reads
+      it, in two shapes) and both branches' maps alive at once: 445 MiB at 64x64x512
+      forward+backward, 707 at 97x97 (official 393 / 641); with the flattened products
+      388 / 634 MiB and faster (548-589 against 619-658 ms at 64x64, 1242-1296 against
+      1365-1380 ms at 97x97, separate runs on the 2-core CPU).
+      ``_attend_lines_written_out`` under XLA: 444 MiB and 883 ms at 64x64.
+    - PyTorch: ``_attend_lines``, differentiated by autograd (305 MiB at 64x64, 330 for the
+      flattened form; both below the official module's 393).
     """
     backend = keras.backend.backend()
+    if backend == "jax":
+        return _attend_lines_written_out
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.executing_eagerly()
-    return backend == "jax"
+        return _attend_lines_written_out if tf.executing_eagerly() else _attend_lines_flat_gradient
+    return _attend_lines
 
 
 def _attend_lines(lines, descriptors, dtype):
@@ -199,5 +210,62 @@ def _attend_lines_written_out(lines, descriptors, dtype):
             return d_lines, d_descriptors
 
         return context, gradient
+
+    return with_written_out_gradient(attend)(lines, descriptors)
+
+
+def _attend_lines_flat_gradient(lines, descriptors, dtype):
+    """``_attend_lines`` with a written-out gradient whose energy products take all lines'
+    rows at once (TensorFlow graphs; see ``_attend_function``).
+
+    With ``A = softmax(E)``, ``E = X P`` per line (``X`` the line ``(C, S)``, ``P`` the
+    descriptors ``(S, C')``) and the context ``Z = A X`` ``(C, S)``::
+
+        dA = dZ X^T,  rowsum(A * dA)_c = sum_s dZ[c, s] Z[c, s],  dE = A * (dA - rowsum),
+        dX = A^T dZ + dE P^T,  dP = sum over the lines of X^T dE
+
+    ``E``, ``dE P^T`` and ``dP`` are products of the ``(L C, S)`` / ``(L C, C')`` matrices
+    of all lines stacked (``P`` is shared by the lines), so ``dE`` is one ``(B, L C, C')``
+    tensor read by both of its products. ``tests/layers/test_fully_attentional.py`` checks
+    the values against float64 NumPy and the gradients against the backend's gradient of
+    ``_attend_lines``.
+    """
+
+    def attend(lines, descriptors):
+        batch, num_lines, channels, positions = (static_size(lines, axis) for axis in range(4))
+        reduced = static_size(descriptors, 2)
+        # (B, L C, S) @ (B, S, C') -> (B, L, C, C'), softmax over C'
+        stacked = ops.reshape(lines, (batch, num_lines * channels, positions))
+        energy = ops.reshape(ops.matmul(stacked, descriptors),
+                             (batch, num_lines, channels, reduced))
+        attention = release_logits(ops.softmax(energy, axis=-1))
+        del energy
+        values = ops.cast(lines, dtype)
+        # (B, L, C, C') @ (B, L, C', S) -> (B, L, C, S)
+        context = ops.matmul(ops.cast(attention, dtype), values)
+
+        def gradient(upstream):
+            d_context = ops.transpose(upstream, (0, 1, 3, 2))  # (B, L, C, S)
+            # through the values: (B, L, C', C) @ (B, L, C, S) -> (B, L, C', S)
+            d_lines = ops.cast(ops.matmul(
+                ops.transpose(ops.cast(attention, dtype), (0, 1, 3, 2)),
+                ops.cast(d_context, dtype)), "float32")
+            # dA: (B, L, C, S) @ (B, L, S, C') -> (B, L, C, C')
+            d_energy = ops.cast(ops.matmul(ops.cast(d_context, dtype),
+                                           ops.transpose(values, (0, 1, 3, 2))), "float32")
+            row_sums = ops.sum(ops.cast(d_context, "float32") * ops.cast(context, "float32"),
+                               axis=-1, keepdims=True)  # (B, L, C, 1)
+            d_energy = d_energy - row_sums
+            d_energy = ops.reshape(attention * d_energy,
+                                   (batch, num_lines * channels, reduced))
+            # through the energies: (B, L C, C') @ (B, C', S) -> (B, L, C, S)
+            d_lines = d_lines + ops.reshape(
+                ops.matmul(d_energy, ops.transpose(descriptors, (0, 2, 1))),
+                (batch, num_lines, channels, positions))
+            # (B, S, L C) @ (B, L C, C') -> (B, S, C')
+            d_descriptors = ops.matmul(ops.transpose(stacked, (0, 2, 1)), d_energy)
+            return d_lines, d_descriptors
+
+        return ops.transpose(context, (0, 1, 3, 2)), gradient
 
     return with_written_out_gradient(attend)(lines, descriptors)

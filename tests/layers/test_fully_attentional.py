@@ -4,9 +4,10 @@ import pytest
 
 from keras_segattn.layers import FullyAttentional
 from keras_segattn.layers.fully_attentional import (
+    _attend_function,
     _attend_lines,
+    _attend_lines_flat_gradient,
     _attend_lines_written_out,
-    _written_out_gradient,
 )
 from keras_segattn.testing import TestCase, values_and_input_gradient
 
@@ -27,10 +28,11 @@ class TestFullyAttentional(TestCase):
             self.assertAllClose(batched[b:b + 1], layer(x[b:b + 1], training=False), atol=1e-5, rtol=1e-5)
 
     @pytest.mark.parametrize("wrt", ["lines", "descriptors"])
-    def test_written_out_gradient_equals_the_plain_expression(self, wrt):
-        """The JAX and eager TensorFlow path (``_attend_lines_written_out``: the context
-        written ``(S, C)``, a written-out gradient) against the plain expression
-        differentiated by the backend, on every backend, and both values against float64
+    @pytest.mark.parametrize("written_out", [_attend_lines_written_out, _attend_lines_flat_gradient])
+    def test_written_out_gradient_equals_the_plain_expression(self, wrt, written_out):
+        """The written-out forms (``_attend_lines_written_out``: JAX and eager TensorFlow;
+        ``_attend_lines_flat_gradient``: TensorFlow graphs) against the plain expression
+        differentiated by the backend, on every backend, and the values against float64
         NumPy."""
         rng = np.random.default_rng(4)
         lines = rng.normal(size=(2, 3, 5, 4)).astype("float32")  # (B, L, C, S)
@@ -40,7 +42,7 @@ class TestFullyAttentional(TestCase):
         attention /= attention.sum(-1, keepdims=True)
         expected = np.swapaxes(attention @ lines.astype("float64"), -1, -2)  # (B, L, S, C)
         results = {}
-        for attend_lines in (_attend_lines_written_out, _attend_lines):
+        for attend_lines in (written_out, _attend_lines):
             def attend(x):
                 # custom_gradient on torch takes tensors only
                 if wrt == "lines":
@@ -50,21 +52,25 @@ class TestFullyAttentional(TestCase):
             results[attend_lines] = values_and_input_gradient(
                 attend, lines if wrt == "lines" else descriptors)
             self.assertAllClose(results[attend_lines][0], expected, atol=1e-5, rtol=1e-5)
-        self.assertAllClose(results[_attend_lines_written_out][1], results[_attend_lines][1],
+        self.assertAllClose(results[written_out][1], results[_attend_lines][1],
                             atol=1e-5, rtol=1e-5)
 
-    def test_written_out_gradient_on_jax_and_eager_tensorflow(self):
-        """JAX and eager TensorFlow take the written-out gradient, a ``tf.function`` and
-        PyTorch the plain expression; on TensorFlow the layer's gradients agree both ways."""
+    def test_each_backend_takes_its_form(self):
+        """JAX and eager TensorFlow take ``_attend_lines_written_out``, a ``tf.function``
+        ``_attend_lines_flat_gradient``, PyTorch the plain expression; on TensorFlow the
+        layer's gradients agree eagerly, in a graph and under XLA, with an unknown batch and
+        image size too."""
         backend = keras.backend.backend()
         if backend != "tensorflow":
-            assert _written_out_gradient() is (backend == "jax")
+            expected = _attend_lines_written_out if backend == "jax" else _attend_lines
+            assert _attend_function() is expected
             return
         import tensorflow as tf
 
         in_graph = []
-        tf.function(lambda: in_graph.append(_written_out_gradient()))()
-        assert _written_out_gradient() is True and in_graph == [False]
+        tf.function(lambda: in_graph.append(_attend_function()))()
+        assert _attend_function() is _attend_lines_written_out
+        assert in_graph == [_attend_lines_flat_gradient]
 
         x = tf.constant(np.random.default_rng(6).normal(size=(2, 9, 7, 16)).astype("float32"))
         upstream = tf.constant(np.random.default_rng(7).normal(size=(2, 9, 7, 16)), "float32")
@@ -76,11 +82,13 @@ class TestFullyAttentional(TestCase):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = layer(x, training=True)
-            return tape.gradient(y, [x, layer.gamma, layer.row_dense.kernel],
-                                 output_gradients=upstream)
+            return tape.gradient(y, [x, layer.gamma, layer.row_dense.kernel,
+                                     layer.col_dense.kernel], output_gradients=upstream)
 
         eager = gradients(x)
-        for compiled in (tf.function(gradients), tf.function(gradients, jit_compile=True)):
+        any_size = tf.TensorSpec((None, None, None, 16), "float32")
+        for compiled in (tf.function(gradients), tf.function(gradients, jit_compile=True),
+                         tf.function(gradients, input_signature=[any_size])):
             self.assertAllClose(compiled(x), eager, atol=1e-4, rtol=1e-4)
 
     def test_layer_contract(self):
