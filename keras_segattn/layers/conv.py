@@ -80,7 +80,9 @@ class Conv2D(keras.layers.Conv2D):
         if backend == "jax":
             outputs = self._jax_convolution(inputs, kernel, pairs)
             return super().convolution_op(inputs, kernel) if outputs is None else outputs
-        padding = self._symmetric_padding(pairs) if backend == "torch" else None
+        padding = None
+        if backend == "torch" and not _torch_compiling():
+            padding = self._symmetric_padding(pairs)
         if padding is None:
             return super().convolution_op(inputs, kernel)
         import torch
@@ -173,6 +175,23 @@ class Conv2D(keras.layers.Conv2D):
 # Below 64 input or output channels XLA's own kernel gradient is as fast or faster (3x3, 8 x 64 x
 # 64 x 32: 17 ms against 25 ms tap by tap; 8 x 32 x 32 x 64: 10 against 8 ms).
 _JAX_TAPS_MIN_CHANNELS = 64
+
+
+def _torch_compiling():
+    """Whether ``torch.compile`` is tracing the call (then Keras' own ``convolution_op``).
+
+    Inductor (``torch==2.13.0``) fails to compile a convolution in channels-last memory with
+    a gradient once the sizes are symbolic, which they are from the second image size on
+    (automatic dynamic shapes; Keras' ``jit_compile=True`` on torch is ``torch.compile`` with
+    its defaults): ``cannot determine truth value of Relational: 16*s27*s53 < 16``. A plain
+    ``F.conv2d`` on the NCHW view of an NHWC tensor fails the same way; the contiguous NCHW
+    copy of Keras' path compiles, and Inductor chooses the memory layout of a compiled
+    convolution itself. Inside the trace the sizes cannot be told apart from static ones
+    (``isinstance(size, int)`` is true there), so every compiled call takes Keras' path.
+    """
+    import torch
+
+    return torch.compiler.is_compiling()
 
 
 @functools.cache

@@ -77,6 +77,30 @@ class TestConv2D(TestCase):
         for a, b in zip(ours.get_weights(), theirs.get_weights()):
             self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
 
+    def test_compiled_training_at_several_image_sizes(self):
+        """``jit_compile=True`` (torch: ``torch.compile``, XLA elsewhere) trains and predicts
+        at one image size, then at two others, and every step equals Keras' convolution's.
+        On torch the second size is traced with symbolic sizes, and Inductor failed to
+        compile the channels-last convolution there (``cannot determine truth value of
+        Relational``): compiled calls take Keras' own path."""
+        kwargs = dict(filters=6, kernel_size=3, padding="same")
+        ours, theirs = twin_convs((None, None, None, 4), **kwargs)
+        models = []
+        for conv in (ours, theirs):
+            model = keras.Sequential([keras.Input((None, None, 4)), conv])
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=True)
+            models.append(model)
+        rng = np.random.default_rng(5)
+        for height, width in ((8, 8), (12, 10), (10, 12)):
+            x = rng.normal(size=(2, height, width, 4)).astype("float32")
+            target = rng.normal(size=(2, height, width, 6)).astype("float32")
+            losses = [model.train_on_batch(x, target) for model in models]
+            predictions = [model.predict_on_batch(x) for model in models]
+            self.assertAllClose(losses[0], losses[1], atol=1e-5, rtol=1e-5)
+            self.assertAllClose(predictions[0], predictions[1], atol=1e-4, rtol=1e-5)
+            for a, b in zip(ours.get_weights(), theirs.get_weights()):
+                self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+
     @pytest.mark.parametrize("case", ["3x3 same", "3x3 same dilated 2", "1x1 valid"])
     @pytest.mark.parametrize("dtype", ["mixed_float16", "mixed_bfloat16"])
     def test_mixed_precision(self, dtype, case):
