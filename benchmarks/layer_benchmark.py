@@ -479,8 +479,17 @@ class KerasRunner:
             y.backward(dy)
             return y.detach()
 
-        compiled_forward = torch.compile(lambda inputs: self._apply(layer, inputs, False))
-        compiled_training = torch.compile(lambda inputs: self._apply(layer, inputs, True))
+        # Each case and size compiles its own static graphs, as XLA does. Without the reset,
+        # the two functions below (the same code objects for every case) are recompiled for
+        # each new layer until dynamo's recompile limit (8), after which it silently runs
+        # them eagerly: in the earlier runs the torch.compile columns from the ninth case and
+        # size on were eager times. ``dynamic=False``: the second size of a layer would
+        # otherwise be compiled with symbolic shapes.
+        torch._dynamo.reset()
+        compiled_forward = torch.compile(
+            lambda inputs: self._apply(layer, inputs, False), dynamic=False)
+        compiled_training = torch.compile(
+            lambda inputs: self._apply(layer, inputs, True), dynamic=False)
 
         def compiled_forward_backward(inputs):
             for v in layer.trainable_variables:
