@@ -123,3 +123,28 @@ class TestInterlacedSparseAttention(TestCase):
             InterlacedSparseAttention(4, 4)(np.ones((2, 8, 8), "float32"))
         with pytest.raises(ValueError, match="positive int"):
             ISASelfAttention(0, 4, 4)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile's recompilation")
+def test_torch_compile_of_a_padded_size_compiles_once():
+    """A size the groups do not divide (11x13 with 4x4 groups: padded to 12x16) compiles
+    once under ``torch.compile``: ``keras.ops.pad`` made a ``Pad`` operation per call whose
+    unique name advanced a global counter that dynamo guards on, so every call recompiled
+    (and after eight ran eagerly). The compiled output equals the eager one."""
+    import torch
+
+    layer = InterlacedSparseAttention(8, 16, down_factor=(4, 4))
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(1, 11, 13, 16)).astype("float32"))
+    eager = keras.ops.convert_to_numpy(layer(x, training=False))
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda inputs: layer(inputs, training=False), dynamic=False)
+    compiled(x)
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        outputs = [compiled(x) for _ in range(3)]
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+        torch._dynamo.reset()
+    for output in outputs:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(output), eager, atol=1e-5,
+                                   rtol=1e-5)
