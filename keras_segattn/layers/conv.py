@@ -16,8 +16,9 @@ dilations and groups.
 Keras' ``padding="same"`` pads ``total = max((ceil(n / s) - 1) * s + d * (k - 1) + 1 - n, 0)``
 along each spatial axis, ``total // 2`` before and the rest after. PyTorch's ``padding``
 argument is symmetric, so the fast path takes ``same`` only where ``total`` is even on both
-axes (every odd kernel at stride 1); an uneven ``same`` padding, unknown spatial sizes and
-every other backend use Keras' own ``convolution_op``. Same variables, config, class name
+axes (every odd kernel at stride 1); an uneven ``same`` padding, unknown spatial sizes, calls
+traced by ``torch.compile`` (``_torch_compiling``) and every other backend use Keras' own
+``convolution_op``. Same variables, config, class name
 (weight files name it as Keras' ``conv2d_N``) and results up to float rounding
 (``tests/layers/test_conv.py``).
 
