@@ -45,6 +45,7 @@ from keras_segattn.backbones.dilation import (
 )
 from keras_segattn.layers.batch_norm import BatchNormalization
 from keras_segattn.layers.conv import Conv2D
+from keras_segattn.layers.pooling import MaxPooling2D
 
 BN_AXIS = 3
 BN_EPSILON = 1.001e-5  # KerasCV / keras.applications value
@@ -170,8 +171,7 @@ def _build_graph(version, inputs, stackwise_filters, stackwise_blocks, stackwise
     if version == 1:
         x = _bn("conv1_bn", dtype)(x)
         x = _relu("conv1_relu", dtype)(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", dtype=dtype,
-                                  name="pool1_pool")(x)
+    x = MaxPooling2D(3, strides=2, padding="same", dtype=dtype, name="pool1_pool")(x)
 
     outputs, level_names = {}, {}
     for stage, stage_plan in enumerate(plan):

@@ -16,6 +16,7 @@ from keras_segattn.layers.interlaced_sparse_attention import (
     ISASelfAttention,
 )
 from keras_segattn.layers.non_local import NonLocalBlock
+from keras_segattn.layers.pooling import MaxPooling2D
 from keras_segattn.layers.position_attention import PositionAttention
 from keras_segattn.layers.resize import Resize
 from keras_segattn.layers.scale_attention import ScaleAttention

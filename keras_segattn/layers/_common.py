@@ -219,8 +219,9 @@ def outer_product(column, row):
     return ops.expand_dims(column, 2) * ops.expand_dims(row, 1)
 
 
-def pad(x, padding):
-    """``ops.pad(x, padding)`` (zeros), without Keras' ``Pad`` operation on the torch backend.
+def pad(x, padding, constant_values=0):
+    """``ops.pad(x, padding, constant_values=constant_values)`` (zeros by default), without
+    Keras' ``Pad`` operation on the torch backend.
 
     ``keras.ops.pad`` (Keras 3.15) makes a ``Pad`` operation at every call, and its unique
     name advances a global counter; ``torch.compile`` guards on that counter, so a compiled
@@ -229,11 +230,11 @@ def pad(x, padding):
     ``torch.nn.functional.pad``, which ``ops.pad`` calls there too; elsewhere ``ops.pad``.
     """
     if keras.backend.backend() != "torch":
-        return ops.pad(x, padding)
+        return ops.pad(x, padding, constant_values=constant_values)
     import torch
 
     flat = [amount for pair in reversed(padding) for amount in pair]  # last axis first
-    return torch.nn.functional.pad(ops.convert_to_tensor(x), flat)
+    return torch.nn.functional.pad(ops.convert_to_tensor(x), flat, value=constant_values)
 
 
 def pad_or_crop_axis(x, out_size, offset, axis):
