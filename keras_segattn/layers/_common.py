@@ -219,6 +219,18 @@ def outer_product(column, row):
     return ops.expand_dims(column, 2) * ops.expand_dims(row, 1)
 
 
+def same_padding(spatial_shape, kernel_size, strides, dilation_rate=None):
+    """Keras' ``padding="same"`` as ``[(before, after), ...]`` per spatial axis of known size:
+    ``total = max((ceil(n / s) - 1) * s + d * (k - 1) + 1 - n, 0)``, ``total // 2`` before and
+    the rest after (``d`` the dilation rate, 1 by default: pooling)."""
+    dilation_rate = dilation_rate or (1,) * len(kernel_size)
+    pairs = []
+    for size, kernel, stride, rate in zip(spatial_shape, kernel_size, strides, dilation_rate):
+        total = max((-(-size // stride) - 1) * stride + rate * (kernel - 1) + 1 - size, 0)
+        pairs.append((total // 2, total - total // 2))
+    return pairs
+
+
 def pad(x, padding, constant_values=0):
     """``ops.pad(x, padding, constant_values=constant_values)`` (zeros by default), without
     Keras' ``Pad`` operation on the torch backend.

@@ -55,9 +55,10 @@ empty output and PyTorch a backend ``RuntimeError``.
 """
 
 import functools
-import math
 
 import keras
+
+from keras_segattn.layers._common import same_padding
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -118,13 +119,8 @@ class Conv2D(keras.layers.Conv2D):
             return None
         if self.padding == "valid":
             return ((0, 0), (0, 0))
-        pairs = []
-        for size, kernel, stride, rate in zip(
-            input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate
-        ):
-            total = max((math.ceil(size / stride) - 1) * stride + rate * (kernel - 1) + 1 - size, 0)
-            pairs.append((total // 2, total - total // 2))
-        return tuple(pairs)
+        return tuple(same_padding(input_shape[1:3], self.kernel_size, self.strides,
+                                  self.dilation_rate))
 
     def _check_output_size(self, input_shape, pairs):
         """Raise where a known spatial size is too small for the kernel (module docstring);

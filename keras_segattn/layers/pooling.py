@@ -25,17 +25,7 @@ Same config and class name as Keras' layer; tests: ``tests/layers/test_pooling.p
 import keras
 from keras import ops
 
-from keras_segattn.layers._common import pad
-
-
-def same_padding(pool_size, strides, spatial_shape):
-    """Keras' ``"same"`` padding ``[(before, after), ...]`` of a pooling window over
-    ``spatial_shape`` (static ints), ``total // 2`` before and the rest after each axis."""
-    pairs = []
-    for size, kernel, stride in zip(spatial_shape, pool_size, strides):
-        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-        pairs.append((total // 2, total - total // 2))
-    return pairs
+from keras_segattn.layers._common import pad, same_padding
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -55,7 +45,7 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
         if (keras.backend.backend() != "torch" or self.padding != "same"
                 or self.data_format != "channels_last" or None in spatial_shape):
             return super().call(inputs)
-        pairs = same_padding(self.pool_size, self.strides, spatial_shape)
+        pairs = same_padding(spatial_shape, self.pool_size, self.strides)
         if all(before == after for before, after in pairs):
             return super().call(inputs)  # PyTorch's own symmetric padding
         padded = pad(inputs, [(0, 0), *pairs, (0, 0)], constant_values=float("-inf"))
