@@ -354,23 +354,37 @@ def one_line_errors(model=None, keep_values=None):
     """Re-raise a failed in-graph check as ``ValueError(<its one line>)``, without the
     backend's traceback and tensor dumps; other errors pass through unchanged.
 
-    ``model`` (JAX only): Keras' JAX trainer detaches the variable values while ``fit`` /
-    ``evaluate`` / ``predict`` run and re-attaches them at the end, but not when the first
-    batch of the call fails (e.g. on a bad label), which leaves the model unusable
-    (``'NoneType' object is not callable``). The values at entry are kept in the dict
-    ``keep_values`` (cleared by the caller as soon as a training batch has run; from then
-    on Keras restores the state itself) and put back on failure."""
+    ``model`` and ``keep_values`` (JAX only, :func:`entry_values`): Keras' JAX trainer
+    detaches the variable values while ``fit`` / ``evaluate`` / ``predict`` run and
+    re-attaches them at the end; on an error only ``fit`` re-attaches them. Without help the
+    model is unusable after a failed call: ``'NoneType' object is not callable`` when the
+    first batch failed, ``Array has been deleted`` when a later batch of ``evaluate`` /
+    ``predict`` failed (its compiled steps consumed the values). On failure this puts back
+    the values at entry (``keep_values``) if they are still there, else attaches the state
+    of the last batch that ran (``model.jax_state_sync()``). ``fit`` clears
+    ``keep_values`` after its first batch, as from then on Keras re-attaches its state
+    itself (the steps taken are kept). The same after any error, ``KeyboardInterrupt``
+    included."""
     try:
         yield
-    except Exception as error:  # noqa: BLE001 - only errors carrying our marker are replaced
-        if model is not None and keep_values:  # no batch has run: the entry values hold
-            for variable in model.variables:
-                if id(variable) in keep_values:
-                    variable.assign(keep_values[id(variable)])
-        message = check_message(error)
+    except BaseException as error:  # only errors carrying our marker are replaced
+        if model is not None and keep_values:  # also after Ctrl-C
+            _reattach_jax_state(model, keep_values)
+        message = check_message(error) if isinstance(error, Exception) else None
         if message is None:
             raise
         raise ValueError(message) from None
+
+
+def _reattach_jax_state(model, keep_values):
+    """After a failed JAX ``fit`` (first batch) / ``evaluate`` / ``predict``: the entry
+    values, or the last batch's state if a compiled step consumed (donated) them."""
+    if any(getattr(value, "is_deleted", lambda: False)() for value in keep_values.values()):
+        model.jax_state_sync()
+        return
+    for variable in model.variables:
+        if id(variable) in keep_values:
+            variable.assign(keep_values[id(variable)])
 
 
 def entry_values(model):
