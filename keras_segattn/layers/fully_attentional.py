@@ -38,8 +38,9 @@ class FullyAttentional(keras.layers.Layer):
     No scaling; energies and softmax in float32; ``gamma`` is a float32 ``(1,)`` variable
     initialised to zero (as upstream). Memory ``O(B (H + W) C^2)``. Each branch runs the
     same maths in the form that is fastest and smallest on the backend (``_attend_function``):
-    on JAX and eager TensorFlow ``_attend_lines_written_out``, in a TensorFlow graph
-    (``model.fit``, XLA) ``_attend_lines_flat_gradient``, on PyTorch ``_attend_lines``.
+    on JAX ``_attend_lines_per_sample``, in eager TensorFlow ``_attend_lines_written_out``,
+    in a TensorFlow graph (``model.fit``, XLA) ``_attend_lines_flat_gradient``, on PyTorch
+    ``_attend_lines``.
 
     Input ``(B, H, W, C)``; output ``(B, H, W, C)``.
 
@@ -119,7 +120,15 @@ class FullyAttentional(keras.layers.Layer):
 def _attend_function():
     """The form of a branch that each backend runs fastest and in the least memory.
 
-    - JAX, eager TensorFlow: ``_attend_lines_written_out``. TensorFlow's eager
+    - JAX: ``_attend_lines_per_sample``. XLA:CPU fuses the soft-max into the energies'
+      product when that product is one 2-D matrix product (a sample's ``(L C, S) @ (S, C')``)
+      and the soft-max is taken on its 2-D result, not when the product is batched (over the
+      samples, even one) or the soft-max taken after a reshape. One branch under
+      ``jax.jit``, 512 channels, median of 5 on the 2-core CPU (forward | forward+backward
+      ms): batch 1 at 64x64 53 | 175 against 109 | 269 for ``_attend_lines_written_out``
+      (PyTorch's official branch 77 | 180), at 97x97 124 | 387 against 164 | 436 (130 |
+      336); batch 2 at 64x64 119 | 350 against 275 | 528.
+    - Eager TensorFlow: ``_attend_lines_written_out``. TensorFlow's eager
       ``GradientTape`` differentiates the plain expression op by op and reached the soft-max
       gradients of both branches with both branches' ``dA`` alive, and each soft-max gradient
       holds two more ``C x C'`` maps per line: forward+backward at 64x64x512 peaked at 441
@@ -137,7 +146,7 @@ def _attend_function():
     """
     backend = keras.backend.backend()
     if backend == "jax":
-        return _attend_lines_written_out
+        return _attend_lines_per_sample
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -161,8 +170,64 @@ def _attend_lines(lines, descriptors, dtype):
     return ops.transpose(context, (0, 1, 3, 2))
 
 
+def _attend_lines_per_sample(lines, descriptors, dtype):
+    """``_attend_lines`` one sample at a time (JAX; see ``_attend_function``): the energies
+    of all lines of a sample as one 2-D product ``(L C, S) @ (S, C')`` with the soft-max on
+    its 2-D result, and a written-out gradient whose products over the lines are 2-D too.
+
+    With ``A = softmax(E)``, ``E = X P`` per line (``X`` the line ``(C, S)``, ``P`` the
+    descriptors ``(S, C')``) and the context ``Z = A X`` ``(C, S)``::
+
+        dA = dZ X^T,  rowsum(A * dA)_c = sum_s dZ[c, s] Z[c, s],  dE = A * (dA - rowsum),
+        dX = A^T dZ + dE P^T,  dP = sum over the lines of X^T dE
+
+    ``lines`` ``(B, L, C, S)``, ``descriptors`` ``(B, S, C')`` float32; returns
+    ``(B, L, S, C)`` in ``dtype``. ``tests/layers/test_fully_attentional.py`` checks the
+    values against float64 NumPy and the gradients against the backend's gradient of
+    ``_attend_lines``.
+    """
+
+    def attend(lines, descriptors):  # one sample: (L, C, S), (S, C')
+        num_lines, channels, positions = (static_size(lines, axis) for axis in range(3))
+        reduced = static_size(descriptors, 1)
+        stacked = ops.reshape(lines, (num_lines * channels, positions))
+        # (L C, S) @ (S, C') -> (L C, C'), softmax over C' -> (L, C, C')
+        attention = release_logits(ops.softmax(ops.matmul(stacked, descriptors), axis=-1))
+        attention = ops.reshape(attention, (num_lines, channels, reduced))
+        values = ops.cast(lines, dtype)
+        # (L, C, C') @ (L, C', S) -> (L, C, S)
+        context = ops.matmul(ops.cast(attention, dtype), values)
+
+        def gradient(upstream):
+            d_context = ops.transpose(upstream, (0, 2, 1))  # (L, C, S)
+            # through the values: (L, C', C) @ (L, C, S) -> (L, C', S)
+            d_lines = ops.cast(ops.matmul(
+                ops.transpose(ops.cast(attention, dtype), (0, 2, 1)),
+                ops.cast(d_context, dtype)), "float32")
+            # dA: (L, C, S) @ (L, S, C') -> (L, C, C')
+            d_energy = ops.cast(ops.matmul(ops.cast(d_context, dtype),
+                                           ops.transpose(values, (0, 2, 1))), "float32")
+            row_sums = ops.sum(ops.cast(d_context, "float32") * ops.cast(context, "float32"),
+                               axis=-1, keepdims=True)  # (L, C, 1)
+            d_energy = ops.reshape(attention * (d_energy - row_sums),
+                                   (num_lines * channels, reduced))
+            # through the energies: (L C, C') @ (C', S) -> (L, C, S)
+            d_lines = d_lines + ops.reshape(
+                ops.matmul(d_energy, ops.transpose(descriptors)),
+                (num_lines, channels, positions))
+            # (S, L C) @ (L C, C') -> (S, C')
+            d_descriptors = ops.matmul(ops.transpose(stacked), d_energy)
+            return d_lines, d_descriptors
+
+        return ops.transpose(context, (0, 2, 1)), gradient
+
+    attend_sample = with_written_out_gradient(attend)
+    return ops.stack([attend_sample(lines[b], descriptors[b])
+                      for b in range(static_size(lines, 0))])
+
+
 def _attend_lines_written_out(lines, descriptors, dtype):
-    """``_attend_lines`` with a written-out gradient (JAX, eager TensorFlow), the context
+    """``_attend_lines`` with a written-out gradient (eager TensorFlow), the context
     computed directly in the ``(B, L, S, C)`` layout.
 
     With ``A = softmax(E)``, ``E = X P`` per line (``X`` the line ``(C, S)``, ``P`` the
@@ -174,11 +239,11 @@ def _attend_lines_written_out(lines, descriptors, dtype):
 
     The row sums come from the ``S x C`` output rather than the ``C x C'`` maps (a
     multiply-and-sum of two ``C x C'`` maps is a slow YNNPACK fusion under XLA:CPU), and the
-    descriptors' gradient contracts lines and channels in one product. Why the layout:
-    XLA:CPU runs ``E``, the soft-max and ``A X`` as one YNNPACK fusion, and with the context
-    written ``(C, S)`` that fusion took 187 ms at 97x97x512 against 106 ms for the same
-    steps with the context written ``(S, C)`` (``A X`` then a separate product; 63 against
-    67 ms at 64x64). The row branch's output is then the layer's layout without a transpose.
+    descriptors' gradient contracts lines and channels in one product. (The layout was
+    chosen for JAX, which now takes ``_attend_lines_per_sample``: XLA:CPU ran ``E``, the
+    soft-max and ``A X`` as one YNNPACK fusion, and with the context written ``(C, S)`` that
+    fusion took 187 ms at 97x97x512 against 106 ms with the context written ``(S, C)``.)
+    The row branch's output is then the layer's layout without a transpose.
     ``tests/layers/test_fully_attentional.py`` checks the values against float64 NumPy and
     the gradients against the backend's gradient of ``_attend_lines``.
     """

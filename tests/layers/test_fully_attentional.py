@@ -7,6 +7,7 @@ from keras_segattn.layers.fully_attentional import (
     _attend_function,
     _attend_lines,
     _attend_lines_flat_gradient,
+    _attend_lines_per_sample,
     _attend_lines_written_out,
 )
 from keras_segattn.testing import TestCase, values_and_input_gradient
@@ -28,10 +29,12 @@ class TestFullyAttentional(TestCase):
             self.assertAllClose(batched[b:b + 1], layer(x[b:b + 1], training=False), atol=1e-5, rtol=1e-5)
 
     @pytest.mark.parametrize("wrt", ["lines", "descriptors"])
-    @pytest.mark.parametrize("written_out", [_attend_lines_written_out, _attend_lines_flat_gradient])
+    @pytest.mark.parametrize("written_out", [_attend_lines_per_sample, _attend_lines_written_out,
+                                             _attend_lines_flat_gradient])
     def test_written_out_gradient_equals_the_plain_expression(self, wrt, written_out):
-        """The written-out forms (``_attend_lines_written_out``: JAX and eager TensorFlow;
-        ``_attend_lines_flat_gradient``: TensorFlow graphs) against the plain expression
+        """The written-out forms (``_attend_lines_per_sample``: JAX;
+        ``_attend_lines_written_out``: eager TensorFlow; ``_attend_lines_flat_gradient``:
+        TensorFlow graphs) against the plain expression
         differentiated by the backend, on every backend, and the values against float64
         NumPy."""
         rng = np.random.default_rng(4)
@@ -56,13 +59,14 @@ class TestFullyAttentional(TestCase):
                             atol=1e-5, rtol=1e-5)
 
     def test_each_backend_takes_its_form(self):
-        """JAX and eager TensorFlow take ``_attend_lines_written_out``, a ``tf.function``
+        """JAX takes ``_attend_lines_per_sample``, eager TensorFlow
+        ``_attend_lines_written_out``, a ``tf.function``
         ``_attend_lines_flat_gradient``, PyTorch the plain expression; on TensorFlow the
         layer's gradients agree eagerly, in a graph and under XLA, with an unknown batch and
         image size too."""
         backend = keras.backend.backend()
         if backend != "tensorflow":
-            expected = _attend_lines_written_out if backend == "jax" else _attend_lines
+            expected = _attend_lines_per_sample if backend == "jax" else _attend_lines
             assert _attend_function() is expected
             return
         import tensorflow as tf
