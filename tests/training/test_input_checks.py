@@ -12,13 +12,17 @@ from keras_segattn import models, validation
 NUM_CLASSES = 3
 
 
-@pytest.fixture(scope="module")
-def model():
+def fresh_model():
     keras.utils.set_random_seed(0)
     net = models.get("fcn", num_classes=NUM_CLASSES, backbone="resnet_tiny", channels=8,
                      num_convs=1)
-    net.compile(optimizer="adam")
+    net.compile(optimizer="adam")  # Keras' default compile, as users run it (jax.jit on JAX)
     return net
+
+
+@pytest.fixture(scope="module")
+def model():
+    return fresh_model()
 
 
 def data(batches=5, batch_size=2, size=16):
@@ -45,14 +49,6 @@ def test_labels_out_of_range_in_a_dataset(model):
     with pytest.raises(ValueError) as info:
         model.evaluate(ds, verbose=0)
     assert one_line(info) == "label 7 at batch 3 is outside [0, 3) and is not the ignore index 255"
-
-
-def fresh_model():
-    keras.utils.set_random_seed(0)
-    net = models.get("fcn", num_classes=NUM_CLASSES, backbone="resnet_tiny", channels=8,
-                     num_convs=1)
-    net.compile(optimizer="adam")  # compiled as users run it (jax.jit, TensorFlow's XLA)
-    return net
 
 
 def test_a_bad_batch_after_good_ones_loses_no_work():
