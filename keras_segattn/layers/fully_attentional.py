@@ -127,7 +127,10 @@ def _attend_function():
       ``jax.jit``, 512 channels, median of 5 on the 2-core CPU (forward | forward+backward
       ms): batch 1 at 64x64 53 | 175 against 109 | 269 for ``_attend_lines_written_out``
       (PyTorch's official branch 77 | 180), at 97x97 124 | 387 against 164 | 436 (130 |
-      336); batch 2 at 64x64 119 | 350 against 275 | 528.
+      336); batch 2 at 64x64 119 | 350 against 275 | 528. The whole layer's compiled
+      forward+backward holds 363 MiB of XLA buffers at 64x64x512 and 609 at 97x97 (the
+      official module 393 / 641), because the gradient's ``dE`` takes the 2-D attention's
+      shape and XLA writes it over the attention (415 / 682 MiB when it did not).
     - Eager TensorFlow: ``_attend_lines_written_out``. TensorFlow's eager
       ``GradientTape`` differentiates the plain expression op by op and reached the soft-max
       gradients of both branches with both branches' ``dA`` alive, and each soft-max gradient
@@ -191,26 +194,30 @@ def _attend_lines_per_sample(lines, descriptors, dtype):
         num_lines, channels, positions = (static_size(lines, axis) for axis in range(3))
         reduced = static_size(descriptors, 1)
         stacked = ops.reshape(lines, (num_lines * channels, positions))
-        # (L C, S) @ (S, C') -> (L C, C'), softmax over C' -> (L, C, C')
+        # (L C, S) @ (S, C') -> (L C, C'), softmax over C'. Kept in this 2-D shape: the
+        # gradient's dE = A * (dA - rowsum) then has A's shape, and XLA writes it over A's
+        # buffer (with A reshaped to (L, C, C') there, XLA fused the reshape into dE's
+        # fusion and gave dE a buffer of its own: one more C x C' map per line alive).
         attention = release_logits(ops.softmax(ops.matmul(stacked, descriptors), axis=-1))
-        attention = ops.reshape(attention, (num_lines, channels, reduced))
+        lines_attention = ops.cast(ops.reshape(attention, (num_lines, channels, reduced)), dtype)
         values = ops.cast(lines, dtype)
-        # (L, C, C') @ (L, C', S) -> (L, C, S)
-        context = ops.matmul(ops.cast(attention, dtype), values)
+        # (L, C, C') @ (L, C', S) -> (L, C, S) -> (L, S, C)
+        output = ops.transpose(ops.matmul(lines_attention, values), (0, 2, 1))
 
         def gradient(upstream):
             d_context = ops.transpose(upstream, (0, 2, 1))  # (L, C, S)
             # through the values: (L, C', C) @ (L, C, S) -> (L, C', S)
-            d_lines = ops.cast(ops.matmul(
-                ops.transpose(ops.cast(attention, dtype), (0, 2, 1)),
-                ops.cast(d_context, dtype)), "float32")
+            d_lines = ops.cast(ops.matmul(ops.transpose(lines_attention, (0, 2, 1)),
+                                          ops.cast(d_context, dtype)), "float32")
             # dA: (L, C, S) @ (L, S, C') -> (L, C, C')
             d_energy = ops.cast(ops.matmul(ops.cast(d_context, dtype),
                                            ops.transpose(values, (0, 2, 1))), "float32")
-            row_sums = ops.sum(ops.cast(d_context, "float32") * ops.cast(context, "float32"),
-                               axis=-1, keepdims=True)  # (L, C, 1)
-            d_energy = ops.reshape(attention * (d_energy - row_sums),
-                                   (num_lines * channels, reduced))
+            # From the output (L, S, C) rather than from the (L, C, S) context before its
+            # transpose: XLA then keeps one line-sized buffer fewer for the backward.
+            row_sums = ops.sum(ops.cast(upstream, "float32") * ops.cast(output, "float32"),
+                               axis=1)  # (L, C)
+            d_energy = attention * (ops.reshape(d_energy, (num_lines * channels, reduced))
+                                    - ops.reshape(row_sums, (num_lines * channels, 1)))
             # through the energies: (L C, C') @ (C', S) -> (L, C, S)
             d_lines = d_lines + ops.reshape(
                 ops.matmul(d_energy, ops.transpose(descriptors)),
@@ -219,7 +226,7 @@ def _attend_lines_per_sample(lines, descriptors, dtype):
             d_descriptors = ops.matmul(ops.transpose(stacked), d_energy)
             return d_lines, d_descriptors
 
-        return ops.transpose(context, (0, 2, 1)), gradient
+        return output, gradient
 
     attend_sample = with_written_out_gradient(attend)
     return ops.stack([attend_sample(lines[b], descriptors[b])
