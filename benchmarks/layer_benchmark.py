@@ -230,6 +230,11 @@ def _tensorflow_allocation_peak(fn):
     allocator hands out whole chunks, and on the CPU a chunk can be far larger than the tensor
     (an 18.4 MiB tensor took a 22.9 MiB chunk, a 38.1 MiB one a 64 MiB chunk), so its peak is
     not comparable with PyTorch's live bytes.
+
+    The profiler records these events only from TensorFlow's BFC allocator, which TensorFlow
+    uses on the CPU when oneDNN is enabled (its default on CPUs with AVX-512) or when
+    ``TF_CPU_ALLOCATOR_USE_BFC=true`` is set before it starts, as the benchmark's TensorFlow
+    worker does; on an AVX2-only CPU without it every peak read 0.
     """
     import glob
     import tempfile
@@ -259,6 +264,10 @@ def _tensorflow_allocation_peak(fn):
                                    if s.metadata_id in requested), 0)
                     events.append((line.timestamp_ns * 1000 + event.offset_ps,
                                    kinds[event.metadata_id] * nbytes))
+    if not events and os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() not in ("1", "true"):
+        raise RuntimeError("TensorFlow's profiler recorded no allocation events: set "
+                           "TF_CPU_ALLOCATOR_USE_BFC=true before TensorFlow starts (it records "
+                           "them only from its BFC allocator)")
     running = peak = 0
     for _, nbytes in sorted(events):
         running += nbytes
@@ -589,6 +598,8 @@ class Worker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [ROOT, HERE] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        if engine == "tensorflow":  # allocation events for the memory peaks (see above)
+            env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
         if engine != "official":
             env["KERAS_BACKEND"] = engine
         if engine == "jax":  # one host device (the test runner may ask for two)

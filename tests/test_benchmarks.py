@@ -99,25 +99,67 @@ def test_torch_allocation_peak_is_the_peak_of_live_tensor_bytes():
     assert 12 * 2**20 <= peak < 12 * 2**20 + 4096
 
 
+TENSORFLOW_PEAK_CHECK = """
+import numpy as np
+import tensorflow as tf
+import layer_benchmark
+
+before = tf.constant(np.ones((256, 1024), "float32"))  # live before the call: not counted
+
+def call():
+    kept = tf.ones((1024, 1024)) + before[0]  # 4 MiB, returned (the ones freed inside)
+    temporary = tf.ones((2048, 1024))  # 8 MiB, freed inside
+    del temporary
+    return kept
+
+(result, seconds, _), peak = layer_benchmark._tensorflow_allocation_peak(call)
+assert tuple(result.shape) == (1024, 1024) and seconds > 0
+print(peak)
+"""
+
+
+def run_tensorflow_peak_check(allocator_use_bfc):
+    """``TENSORFLOW_PEAK_CHECK`` in a fresh process (TensorFlow reads the allocator setting
+    when it starts), as the benchmark's TensorFlow worker runs it."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "benchmarks")]),
+               TF_CPU_ALLOCATOR_USE_BFC=allocator_use_bfc, TF_ENABLE_ONEDNN_OPTS="0",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-c", TENSORFLOW_PEAK_CHECK], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's profiler")
 def test_tensorflow_allocation_peak_is_the_peak_of_live_tensor_bytes():
-    import numpy as np
-    import tensorflow as tf
-
-    layer_benchmark = import_layer_benchmark()
-    before = tf.constant(np.ones((256, 1024), "float32"))  # live before the call: not counted
-
-    def call():
-        kept = tf.ones((1024, 1024)) + before[0]  # 4 MiB, returned (the ones freed inside)
-        temporary = tf.ones((2048, 1024))  # 8 MiB, freed inside
-        del temporary
-        return kept
-
-    (result, seconds, _), peak = layer_benchmark._tensorflow_allocation_peak(call)
-    assert tuple(result.shape) == (1024, 1024) and seconds > 0
+    proc = run_tensorflow_peak_check("true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peak = int(proc.stdout.split()[-1])
     # The ones (4 MiB) and the sum (4 MiB) are live together, then the 8 MiB temporary beside
     # the sum: 12 MiB at most at once, not the 16 MiB a chunk-rounding allocator would report.
     assert 12 * 2**20 <= peak < 12 * 2**20 + 4096
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's profiler")
+def test_tensorflow_allocation_peak_without_events_says_why():
+    # Without oneDNN and without the BFC allocator TensorFlow's profiler records no
+    # allocation: the peak would read 0, so the measurement refuses.
+    proc = run_tensorflow_peak_check("false")
+    assert proc.returncode != 0
+    assert ("RuntimeError: TensorFlow's profiler recorded no allocation events: set "
+            "TF_CPU_ALLOCATOR_USE_BFC=true") in proc.stderr
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's profiler")
+def test_layer_benchmark_reads_tensorflow_peaks(tmp_path):
+    # The TensorFlow worker starts with the BFC allocator, whatever the CPU: a peak at least
+    # the 1 MiB output (1 x 32 x 32 x 256 float32) of the layer's calls, not 0.
+    run("layer_benchmark.py", "--backends", "tensorflow", "--layers", "cam", "--sizes", "32",
+        "--channels", "256", "--modes", "fwd", "--repeat", "1", "--warmup", "0",
+        "--out", str(tmp_path))
+    records = json.loads((tmp_path / "layers.json").read_text())["records"]
+    ours = [r for r in records if r["engine"] == "tensorflow"]
+    assert ours and all(r.get("error") is None for r in ours), ours
+    for r in ours:
+        assert r["first_peak"] >= 2**20 and r["steady_peak"] >= 2**20, r
 
 
 @pytest.fixture(scope="module")
