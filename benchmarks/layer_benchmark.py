@@ -232,9 +232,10 @@ def _tensorflow_allocation_peak(fn):
     not comparable with PyTorch's live bytes.
 
     The profiler records these events only from TensorFlow's BFC allocator, which TensorFlow
-    uses on the CPU when oneDNN is enabled (its default on CPUs with AVX-512) or when
-    ``TF_CPU_ALLOCATOR_USE_BFC=true`` is set before it starts, as the benchmark's TensorFlow
-    worker does; on an AVX2-only CPU without it every peak read 0.
+    uses on the CPU when oneDNN is enabled (``TF_ENABLE_ONEDNN_OPTS``; by default only on
+    CPUs with AVX-512's neural-network features) or when ``TF_CPU_ALLOCATOR_USE_BFC=true`` is
+    set before it starts, as the benchmark's TensorFlow worker does; on an AVX2-only EPYC
+    (oneDNN off by default there) every peak read 0 without it.
     """
     import glob
     import tempfile
