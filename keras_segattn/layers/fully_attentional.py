@@ -174,62 +174,14 @@ def _attend_lines(lines, descriptors, dtype):
 
 
 def _attend_lines_per_sample(lines, descriptors, dtype):
-    """``_attend_lines`` one sample at a time (JAX; see ``_attend_function``): the energies
-    of all lines of a sample as one 2-D product ``(L C, S) @ (S, C')`` with the soft-max on
-    its 2-D result, and a written-out gradient whose products over the lines are 2-D too.
-
-    With ``A = softmax(E)``, ``E = X P`` per line (``X`` the line ``(C, S)``, ``P`` the
-    descriptors ``(S, C')``) and the context ``Z = A X`` ``(C, S)``::
-
-        dA = dZ X^T,  rowsum(A * dA)_c = sum_s dZ[c, s] Z[c, s],  dE = A * (dA - rowsum),
-        dX = A^T dZ + dE P^T,  dP = sum over the lines of X^T dE
+    """``_attend_lines_flat_gradient`` one sample at a time (JAX; see ``_attend_function``):
+    each sample's energies are then one 2-D product ``(L C, S) @ (S, C')`` with the soft-max
+    on its 2-D result, and the gradient's products over the lines are 2-D too.
 
     ``lines`` ``(B, L, C, S)``, ``descriptors`` ``(B, S, C')`` float32; returns
-    ``(B, L, S, C)`` in ``dtype``. ``tests/layers/test_fully_attentional.py`` checks the
-    values against float64 NumPy and the gradients against the backend's gradient of
-    ``_attend_lines``.
+    ``(B, L, S, C)`` in ``dtype``.
     """
-
-    def attend(lines, descriptors):  # one sample: (L, C, S), (S, C')
-        num_lines, channels, positions = (static_size(lines, axis) for axis in range(3))
-        reduced = static_size(descriptors, 1)
-        stacked = ops.reshape(lines, (num_lines * channels, positions))
-        # (L C, S) @ (S, C') -> (L C, C'), softmax over C'. Kept in this 2-D shape: the
-        # gradient's dE = A * (dA - rowsum) then has A's shape, and XLA writes it over A's
-        # buffer (with A reshaped to (L, C, C') there, XLA fused the reshape into dE's
-        # fusion and gave dE a buffer of its own: one more C x C' map per line alive).
-        attention = release_logits(ops.softmax(ops.matmul(stacked, descriptors), axis=-1))
-        lines_attention = ops.cast(ops.reshape(attention, (num_lines, channels, reduced)), dtype)
-        values = ops.cast(lines, dtype)
-        # (L, C, C') @ (L, C', S) -> (L, C, S) -> (L, S, C)
-        output = ops.transpose(ops.matmul(lines_attention, values), (0, 2, 1))
-
-        def gradient(upstream):
-            d_context = ops.transpose(upstream, (0, 2, 1))  # (L, C, S)
-            # through the values: (L, C', C) @ (L, C, S) -> (L, C', S)
-            d_lines = ops.cast(ops.matmul(ops.transpose(lines_attention, (0, 2, 1)),
-                                          ops.cast(d_context, dtype)), "float32")
-            # dA: (L, C, S) @ (L, S, C') -> (L, C, C')
-            d_energy = ops.cast(ops.matmul(ops.cast(d_context, dtype),
-                                           ops.transpose(values, (0, 2, 1))), "float32")
-            # From the output (L, S, C) rather than from the (L, C, S) context before its
-            # transpose: XLA then keeps one line-sized buffer fewer for the backward.
-            row_sums = ops.sum(ops.cast(upstream, "float32") * ops.cast(output, "float32"),
-                               axis=1)  # (L, C)
-            d_energy = attention * (ops.reshape(d_energy, (num_lines * channels, reduced))
-                                    - ops.reshape(row_sums, (num_lines * channels, 1)))
-            # through the energies: (L C, C') @ (C', S) -> (L, C, S)
-            d_lines = d_lines + ops.reshape(
-                ops.matmul(d_energy, ops.transpose(descriptors)),
-                (num_lines, channels, positions))
-            # (S, L C) @ (L C, C') -> (S, C')
-            d_descriptors = ops.matmul(ops.transpose(stacked), d_energy)
-            return d_lines, d_descriptors
-
-        return output, gradient
-
-    attend_sample = with_written_out_gradient(attend)
-    return ops.stack([attend_sample(lines[b], descriptors[b])
+    return ops.stack([_attend_lines_flat_gradient(lines[b], descriptors[b], dtype)
                       for b in range(static_size(lines, 0))])
 
 
@@ -288,7 +240,8 @@ def _attend_lines_written_out(lines, descriptors, dtype):
 
 def _attend_lines_flat_gradient(lines, descriptors, dtype):
     """``_attend_lines`` with a written-out gradient whose energy products take all lines'
-    rows at once (TensorFlow graphs; see ``_attend_function``).
+    rows at once (TensorFlow graphs on the batch, JAX on each sample; see
+    ``_attend_function``).
 
     With ``A = softmax(E)``, ``E = X P`` per line (``X`` the line ``(C, S)``, ``P`` the
     descriptors ``(S, C')``) and the context ``Z = A X`` ``(C, S)``::
@@ -297,47 +250,55 @@ def _attend_lines_flat_gradient(lines, descriptors, dtype):
         dX = A^T dZ + dE P^T,  dP = sum over the lines of X^T dE
 
     ``E``, ``dE P^T`` and ``dP`` are products of the ``(L C, S)`` / ``(L C, C')`` matrices
-    of all lines stacked (``P`` is shared by the lines), so ``dE`` is one ``(B, L C, C')``
-    tensor read by both of its products. ``tests/layers/test_fully_attentional.py`` checks
-    the values against float64 NumPy and the gradients against the backend's gradient of
-    ``_attend_lines``.
+    of all lines stacked (``P`` is shared by the lines), and ``A`` is kept in that stacked
+    shape: ``dE`` is then one ``(..., L C, C')`` tensor read by both of its products, with
+    ``A``'s shape, and XLA writes it over ``A``'s buffer (with ``A`` reshaped to
+    ``(L, C, C')`` there, XLA fused the reshape into ``dE``'s fusion and gave ``dE`` a buffer
+    of its own: one more ``C x C'`` map per line alive). The row sums come from the
+    ``(S, C)`` output rather than the ``(C, S)`` context before its transpose: XLA then
+    keeps one line-sized buffer fewer for the backward.
+
+    ``lines`` ``(..., L, C, S)``, ``descriptors`` ``(..., S, C')`` float32 with the same
+    leading axes (the batch, or none); returns ``(..., L, S, C)`` in ``dtype``.
+    ``tests/layers/test_fully_attentional.py`` checks the values against float64 NumPy and
+    the gradients against the backend's gradient of ``_attend_lines``.
     """
 
     def attend(lines, descriptors):
-        batch, num_lines, channels, positions = (static_size(lines, axis) for axis in range(4))
-        reduced = static_size(descriptors, 2)
-        # (B, L C, S) @ (B, S, C') -> (B, L, C, C'), softmax over C'
-        stacked = ops.reshape(lines, (batch, num_lines * channels, positions))
-        energy = ops.reshape(ops.matmul(stacked, descriptors),
-                             (batch, num_lines, channels, reduced))
-        attention = release_logits(ops.softmax(energy, axis=-1))
-        del energy
+        rank = len(lines.shape)
+        *leading, num_lines, channels, positions = (
+            static_size(lines, axis) for axis in range(rank))
+        reduced = static_size(descriptors, rank - 2)
+        # (..., L C, S) @ (..., S, C') -> (..., L C, C'), softmax over C'
+        stacked = ops.reshape(lines, (*leading, num_lines * channels, positions))
+        attention = release_logits(ops.softmax(ops.matmul(stacked, descriptors), axis=-1))
+        lines_attention = ops.cast(
+            ops.reshape(attention, (*leading, num_lines, channels, reduced)), dtype)
         values = ops.cast(lines, dtype)
-        # (B, L, C, C') @ (B, L, C', S) -> (B, L, C, S)
-        context = ops.matmul(ops.cast(attention, dtype), values)
+        # (..., L, C, C') @ (..., L, C', S) -> (..., L, C, S) -> (..., L, S, C)
+        output = ops.swapaxes(ops.matmul(lines_attention, values), -1, -2)
 
         def gradient(upstream):
-            d_context = ops.transpose(upstream, (0, 1, 3, 2))  # (B, L, C, S)
-            # through the values: (B, L, C', C) @ (B, L, C, S) -> (B, L, C', S)
-            d_lines = ops.cast(ops.matmul(
-                ops.transpose(ops.cast(attention, dtype), (0, 1, 3, 2)),
-                ops.cast(d_context, dtype)), "float32")
-            # dA: (B, L, C, S) @ (B, L, S, C') -> (B, L, C, C')
+            d_context = ops.swapaxes(upstream, -1, -2)  # (..., L, C, S)
+            # through the values: (..., L, C', C) @ (..., L, C, S) -> (..., L, C', S)
+            d_lines = ops.cast(ops.matmul(ops.swapaxes(lines_attention, -1, -2),
+                                          ops.cast(d_context, dtype)), "float32")
+            # dA: (..., L, C, S) @ (..., L, S, C') -> (..., L, C, C')
             d_energy = ops.cast(ops.matmul(ops.cast(d_context, dtype),
-                                           ops.transpose(values, (0, 1, 3, 2))), "float32")
-            row_sums = ops.sum(ops.cast(d_context, "float32") * ops.cast(context, "float32"),
-                               axis=-1, keepdims=True)  # (B, L, C, 1)
-            d_energy = d_energy - row_sums
-            d_energy = ops.reshape(attention * d_energy,
-                                   (batch, num_lines * channels, reduced))
-            # through the energies: (B, L C, C') @ (B, C', S) -> (B, L, C, S)
+                                           ops.swapaxes(values, -1, -2)), "float32")
+            row_sums = ops.sum(ops.cast(upstream, "float32") * ops.cast(output, "float32"),
+                               axis=-2)  # (..., L, C)
+            d_energy = attention * (
+                ops.reshape(d_energy, (*leading, num_lines * channels, reduced))
+                - ops.reshape(row_sums, (*leading, num_lines * channels, 1)))
+            # through the energies: (..., L C, C') @ (..., C', S) -> (..., L, C, S)
             d_lines = d_lines + ops.reshape(
-                ops.matmul(d_energy, ops.transpose(descriptors, (0, 2, 1))),
-                (batch, num_lines, channels, positions))
-            # (B, S, L C) @ (B, L C, C') -> (B, S, C')
-            d_descriptors = ops.matmul(ops.transpose(stacked, (0, 2, 1)), d_energy)
+                ops.matmul(d_energy, ops.swapaxes(descriptors, -1, -2)),
+                (*leading, num_lines, channels, positions))
+            # (..., S, L C) @ (..., L C, C') -> (..., S, C')
+            d_descriptors = ops.matmul(ops.swapaxes(stacked, -1, -2), d_energy)
             return d_lines, d_descriptors
 
-        return ops.transpose(context, (0, 1, 3, 2)), gradient
+        return output, gradient
 
     return with_written_out_gradient(attend)(lines, descriptors)
