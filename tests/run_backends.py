@@ -37,6 +37,13 @@ def _start(backend, pytest_args, root, log, home, parallel):
     for name, folder in (("TFDS_DATA_DIR", "tensorflow_datasets"), ("KERAS_HOME", "keras")):
         env.setdefault(name, os.path.join(home, folder))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if backend == "jax":
+        # JAX's persistent compilation cache, for this run only: many tests compile the same
+        # tiny model's train step (a new function each time, so JAX's in-memory cache misses),
+        # and the command-line tests start new processes that compile it again.
+        env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(home, "jax_cache"))
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     # Two host devices for the JAX data-parallel tests (must be set before jax starts).
     env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args]

@@ -163,6 +163,22 @@ def _masked_cross_entropy(logits, y, weights):
     return float((ce * weights * valid).sum() / valid.sum())
 
 
+def _fits_from_one_start(model):
+    """``fit(**data) -> losses`` of ``model``, each fit from its state as it is now: weights,
+    optimizer state and seed states restored before each, so that the fits of one compiled
+    model (traced once per input structure) compare as fits of fresh identical models."""
+    model.optimizer.build(model.trainable_variables)
+    state = list(model.variables) + list(model.optimizer.variables)
+    start = [keras.ops.convert_to_numpy(v) for v in state]
+
+    def fit(**data):
+        for variable, value in zip(state, start):
+            variable.assign(value)
+        return model.fit(epochs=2, verbose=0, shuffle=False, **data).history["loss"]
+
+    return fit
+
+
 def test_sample_weights_per_pixel_and_per_image():
     """fit/evaluate(sample_weight=...) on a model with several outputs. Before: torch failed
     in backward ('modified by an inplace operation': Keras' masked loss multiplies the
@@ -185,14 +201,9 @@ def test_sample_weights_per_pixel_and_per_image():
             expected = _masked_cross_entropy(outputs[name], y, pixel_weights)
             assert_allclose(result[f"{name}_loss"], expected, rtol=2e-5, atol=1e-6)
     # Training with weights of 1 is training without weights; both ranks, every backend.
-    losses = []
-    for weights in (None, np.ones((4, 32, 32), "float32"), np.ones(4, "float32")):
-        keras.utils.set_random_seed(0)  # the same weights and dropout draws each time
-        model = models.FCN(NUM_CLASSES, backbone="resnet_tiny", channels=8, aux_channels=8)
-        model.compile(steps=10, metrics=[])
-        history = model.fit(x, y, sample_weight=weights, batch_size=2, epochs=2, verbose=0,
-                            shuffle=False)
-        losses.append(history.history["loss"])
+    fit = _fits_from_one_start(model)
+    losses = [fit(x=x, y=y, sample_weight=weights, batch_size=2)
+              for weights in (None, np.ones((4, 32, 32), "float32"), np.ones(4, "float32"))]
     assert np.isfinite(losses).all()
     assert_allclose(losses[1], losses[0], rtol=1e-5)
     assert_allclose(losses[2], losses[0], rtol=1e-5)
@@ -209,12 +220,9 @@ def test_class_weight_weighs_each_pixel_by_its_class():
     table = np.array([1.0, 2.5, 0.5], "float32")
     pixel_weights = np.where(y == 255, 0.0, table[np.minimum(y, 2)]).astype("float32")
 
-    def first_losses(**data):
-        keras.utils.set_random_seed(0)
-        model = models.FCN(NUM_CLASSES, backbone="resnet_tiny", channels=8, aux_channels=8)
-        model.compile(steps=10, metrics=[])
-        return model.fit(epochs=2, verbose=0, shuffle=False, **data).history["loss"]
-
+    model = models.FCN(NUM_CLASSES, backbone="resnet_tiny", channels=8, aux_channels=8)
+    model.compile(steps=10, metrics=[])
+    first_losses = _fits_from_one_start(model)
     expected = first_losses(x=x, y=y, sample_weight=pixel_weights, batch_size=2)
     assert_allclose(first_losses(x=x, y=y, class_weight={1: 2.5, 2: 0.5}, batch_size=2),
                     expected, rtol=1e-5)
@@ -223,8 +231,6 @@ def test_class_weight_weighs_each_pixel_by_its_class():
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
     assert_allclose(first_losses(x=dataset, class_weight=list(table)), expected, rtol=1e-5)
     assert not np.allclose(first_losses(x=x, y=y, batch_size=2), expected, rtol=1e-3)
-    model = models.FCN(NUM_CLASSES, backbone="resnet_tiny", channels=8, aux_channels=8)
-    model.compile(steps=10, metrics=[])
     for class_weight, message in (
             ({3: 1.0}, "class_weight: key 3 is not a class index in [0, 3)."),
             ([1.0, -1.0, 1.0], "class_weight: every weight must be a finite number >= 0; got "
