@@ -41,33 +41,78 @@ def with_written_out_gradient(forward):
 
 def pointwise_conv(conv, x, add_bias=True):
     """``conv(x)`` for a built 1x1, stride-1, undilated ``keras.layers.Conv2D`` without
-    activation, computed as a matmul over the channel axis: ``x @ kernel[0, 0] + bias``.
+    activation: ``x @ kernel[0, 0] + bias`` over the channel axis.
 
     The same variables and the same result as calling the layer (``(B, H, W, C)`` ->
-    ``(B, H, W, F)`` in ``conv``'s compute dtype). Why: Keras' torch backend runs every
-    ``Conv2D`` through PyTorch's NCHW convolution and copies its input to channels-first and
-    back to channels-last memory on each call (two copies of the input, 168 of
-    EfficientAttention's 244 ms forward at 64x64x512 in the issue-15 profile); a matmul on the
-    channels-last tensor needs no copy, on every backend. ``add_bias=False`` leaves the bias
-    out, for a layer that adds it later where it is cheaper (it must then add it itself).
+    ``(B, H, W, F)`` in ``conv``'s compute dtype). Why not the layer: Keras' torch backend
+    runs every ``Conv2D`` through PyTorch's NCHW convolution and copies its input to
+    channels-first and back to channels-last memory on each call (two copies of the input,
+    168 of EfficientAttention's 244 ms forward at 64x64x512 in the issue-15 profile).
+
+    * torch (not traced by ``torch.compile``): PyTorch's convolution of the NCHW view of the
+      NHWC map, with the kernel as a channels-last weight (the layout of ``Conv2D``'s torch
+      path; no copy of the map). PyTorch runs it with oneDNN, whose kernels were 1.2-1.7x
+      faster than its matmul (MKL) on the AMD EPYC development machine: forward+backward of
+      1x104x104, 512 -> 256 channels 70 -> 44 ms, 64 x 13x13 groups 70 -> 52 ms.
+    * elsewhere: the 2-D product ``(B H W, C) @ (C, F)``, whose kernel gradient is one 2-D
+      product of the flat input and output gradient. Written on the 4-D tensor, XLA:CPU
+      reduces the kernel gradient's three contracted axes to one by writing the output
+      gradient transposed to ``(F, B H W)``, fused with its producer (ISA's forward+backward,
+      ``jax.jit``, 64x64x512: 12 such copies, 105 of 397 ms).
+
+    ``add_bias=False`` leaves the bias out, for a layer that adds it later where it is cheaper
+    (it must then add it itself).
     """
     dtype = conv.compute_dtype
     kernel = ops.cast(conv.kernel, dtype)
     in_channels, filters = kernel.shape[-2], kernel.shape[-1]
+    bias = ops.cast(conv.bias, dtype) if conv.use_bias and add_bias else None
+    x = ops.cast(x, dtype)
+    if keras.backend.backend() == "torch" and len(x.shape) == 4 and not torch_compiling():
+        import torch
+
+        weight = torch_channels_last_weight(ops.convert_to_tensor(kernel))
+        y = torch.nn.functional.conv2d(ops.convert_to_tensor(x).permute(0, 3, 1, 2), weight, bias)
+        return y.permute(0, 2, 3, 1)
     shape = ops.shape(x)
-    # (B H W, C) @ (C, F) -> (B H W, F): a 2-D product, whose kernel gradient is one 2-D
-    # product of the flat input and output gradient. Written on the 4-D tensor, XLA:CPU
-    # reduces the kernel gradient's three contracted axes to one by writing the output gradient
-    # transposed to (F, B H W), fused with its producer (ISA's forward+backward, jax.jit,
-    # 64x64x512: 12 such copies, 105 of 397 ms).
-    y = ops.matmul(ops.reshape(ops.cast(x, dtype), (-1, in_channels)),
-                   ops.reshape(kernel, (in_channels, filters)))
-    if conv.use_bias and add_bias:
+    y = ops.matmul(ops.reshape(x, (-1, in_channels)), ops.reshape(kernel, (in_channels, filters)))
+    if bias is not None:
         # ops.add, not ``+``: on TensorFlow it adds a bias vector with ``BiasAdd``, whose
         # gradient needs none of its inputs, where ``+`` is an ``AddV2`` that TensorFlow's
         # eager tape keeps both inputs of: the N x F product alive until the backward.
-        y = ops.add(y, ops.cast(conv.bias, dtype))
+        y = ops.add(y, bias)
     return ops.reshape(y, (*shape[:-1], filters))
+
+
+def torch_compiling():
+    """Whether ``torch.compile`` is tracing the call (then no channels-last convolution).
+
+    Inductor (``torch==2.13.0``) fails to compile a convolution in channels-last memory with
+    a gradient once the sizes are symbolic, which they are from the second image size on
+    (automatic dynamic shapes; Keras' ``jit_compile=True`` on torch is ``torch.compile`` with
+    its defaults): ``cannot determine truth value of Relational: 16*s27*s53 < 16``. A plain
+    ``F.conv2d`` on the NCHW view of an NHWC tensor fails the same way; the contiguous NCHW
+    copy of Keras' path compiles, and Inductor chooses the memory layout of a compiled
+    convolution itself. Inside the trace the sizes cannot be told apart from static ones
+    (``isinstance(size, int)`` is true there), so every compiled call takes Keras' path.
+    """
+    import torch
+
+    return torch.compiler.is_compiling()
+
+
+def torch_channels_last_weight(kernel):
+    """A ``(kh, kw, C_in, C_out)`` torch kernel as PyTorch's ``(C_out, C_in, kh, kw)`` weight in
+    channels-last memory (``C_out, kh, kw, C_in`` order), which oneDNN takes as it is.
+
+    One 2-D transpose ``(kh kw C_in, C_out) -> (C_out, kh kw C_in)``: PyTorch copies a 2-D
+    transposed matrix with its blocked transpose kernel, while the 4-D permutation of the
+    plain ``permute(3, 2, 0, 1)`` view is copied element by element (3x3x512x512: 2.6 vs
+    10 ms on our 2-core CPU, once in the forward pass and again in the backward pass).
+    """
+    kh, kw, in_channels, out_channels = kernel.shape
+    transposed = kernel.reshape(kh * kw * in_channels, out_channels).t().contiguous()
+    return transposed.view(out_channels, kh, kw, in_channels).permute(0, 3, 1, 2)
 
 
 def project_weighted_sums(conv, sums, totals=None, heads=1):

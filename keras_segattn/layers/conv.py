@@ -17,7 +17,7 @@ Keras' ``padding="same"`` pads ``total = max((ceil(n / s) - 1) * s + d * (k - 1)
 along each spatial axis, ``total // 2`` before and the rest after. PyTorch's ``padding``
 argument is symmetric, so the fast path takes ``same`` only where ``total`` is even on both
 axes (every odd kernel at stride 1); an uneven ``same`` padding, unknown spatial sizes, calls
-traced by ``torch.compile`` (``_torch_compiling``) and every other backend use Keras' own
+traced by ``torch.compile`` (``layers._common.torch_compiling``) and every other backend use Keras' own
 ``convolution_op``. Same variables, config, class name
 (weight files name it as Keras' ``conv2d_N``) and results up to float rounding
 (``tests/layers/test_conv.py``).
@@ -58,7 +58,8 @@ import functools
 
 import keras
 
-from keras_segattn.layers._common import same_padding
+from keras_segattn.layers._common import (same_padding, torch_channels_last_weight,
+                                           torch_compiling)
 
 
 @keras.saving.register_keras_serializable(package="keras_segattn")
@@ -83,32 +84,18 @@ class Conv2D(keras.layers.Conv2D):
             outputs = self._jax_convolution(inputs, kernel, pairs)
             return super().convolution_op(inputs, kernel) if outputs is None else outputs
         padding = None
-        if backend == "torch" and not _torch_compiling():
+        if backend == "torch" and not torch_compiling():
             padding = self._symmetric_padding(pairs)
         if padding is None:
             return super().convolution_op(inputs, kernel)
         import torch
 
         channels_first = keras.ops.convert_to_tensor(inputs).permute(0, 3, 1, 2)
-        weight = self._channels_last_weight(keras.ops.convert_to_tensor(kernel))
+        weight = torch_channels_last_weight(keras.ops.convert_to_tensor(kernel))
         outputs = torch.nn.functional.conv2d(
             channels_first, weight, None, self.strides, padding, self.dilation_rate, self.groups
         )
         return outputs.permute(0, 2, 3, 1)
-
-    @staticmethod
-    def _channels_last_weight(kernel):
-        """The ``(kh, kw, C_in, C_out)`` kernel as PyTorch's ``(C_out, C_in, kh, kw)`` weight in
-        channels-last memory (``C_out, kh, kw, C_in`` order), which oneDNN takes as it is.
-
-        One 2-D transpose ``(kh kw C_in, C_out) -> (C_out, kh kw C_in)``: PyTorch copies a 2-D
-        transposed matrix with its blocked transpose kernel, while the 4-D permutation of the
-        plain ``permute(3, 2, 0, 1)`` view is copied element by element (3x3x512x512: 2.6 vs
-        10 ms on our 2-core CPU, once in the forward pass and again in the backward pass).
-        """
-        kh, kw, in_channels, out_channels = kernel.shape
-        transposed = kernel.reshape(kh * kw * in_channels, out_channels).t().contiguous()
-        return transposed.view(out_channels, kh, kw, in_channels).permute(0, 3, 1, 2)
 
     def _padding_pairs(self, input_shape):
         """``((top, bottom), (left, right))`` as Keras pads, or ``None`` for unknown sizes or
@@ -172,23 +159,6 @@ class Conv2D(keras.layers.Conv2D):
 # Below 64 input or output channels XLA's own kernel gradient is as fast or faster (3x3, 8 x 64 x
 # 64 x 32: 17 ms against 25 ms tap by tap; 8 x 32 x 32 x 64: 10 against 8 ms).
 _JAX_TAPS_MIN_CHANNELS = 64
-
-
-def _torch_compiling():
-    """Whether ``torch.compile`` is tracing the call (then Keras' own ``convolution_op``).
-
-    Inductor (``torch==2.13.0``) fails to compile a convolution in channels-last memory with
-    a gradient once the sizes are symbolic, which they are from the second image size on
-    (automatic dynamic shapes; Keras' ``jit_compile=True`` on torch is ``torch.compile`` with
-    its defaults): ``cannot determine truth value of Relational: 16*s27*s53 < 16``. A plain
-    ``F.conv2d`` on the NCHW view of an NHWC tensor fails the same way; the contiguous NCHW
-    copy of Keras' path compiles, and Inductor chooses the memory layout of a compiled
-    convolution itself. Inside the trace the sizes cannot be told apart from static ones
-    (``isinstance(size, int)`` is true there), so every compiled call takes Keras' path.
-    """
-    import torch
-
-    return torch.compiler.is_compiling()
 
 
 @functools.cache

@@ -59,8 +59,12 @@ def test_each_image_of_a_batch_is_attended_alone(name):
     assert np.abs(changed[1] - together[1]).max() > 1e-2 * np.abs(together[1]).max()
     np.testing.assert_allclose(changed[0], together[0], rtol=0,
                                atol=1e-6 * np.abs(together[0]).max())
+    # Alone, up to float rounding: PyTorch's oneDNN convolutions (the 1x1 projections on
+    # torch) choose their kernels by batch size, which changes the order of the sums;
+    # criss-cross attention's scaled-up energies turn that into 1e-4 of its outputs. (A mix-up
+    # of images moves them by far more, as the exact check above shows.)
     for i in range(2):
         np.testing.assert_allclose(together[i:i + 1], _numpy(layer(images[i:i + 1],
                                                                      training=False)),
-                                   rtol=1e-5, atol=1e-5 * np.abs(together[i]).max(),
+                                   rtol=1e-4, atol=1e-4 * np.abs(together[i]).max(),
                                    err_msg=f"image {i}")

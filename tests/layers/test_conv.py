@@ -1,11 +1,13 @@
-"""Our Conv2D (Keras' layer convolving channels-last memory directly on torch) equals
-``keras.layers.Conv2D`` on every backend: values, input and kernel gradients, serialization."""
+"""Our Conv2D (Keras' layer convolving channels-last memory directly on torch) and the attention
+layers' ``pointwise_conv`` equal ``keras.layers.Conv2D`` on every backend: values, input and
+kernel gradients, serialization."""
 
 import keras
 import numpy as np
 import pytest
 
 from keras_segattn.layers import Conv2D
+from keras_segattn.layers._common import pointwise_conv, torch_channels_last_weight
 from keras_segattn.testing import TestCase, values_and_input_gradient
 
 
@@ -163,9 +165,76 @@ def test_torch_weight_is_the_kernel_in_channels_last_memory():
     import torch
 
     kernel = torch.from_numpy(np.random.default_rng(1).normal(size=(3, 5, 4, 6)).astype("float32"))
-    weight = Conv2D._channels_last_weight(kernel)
+    weight = torch_channels_last_weight(kernel)
     # PyTorch's (C_out, C_in, kh, kw) weight, the same values as the plain permutation ...
     np.testing.assert_array_equal(weight.numpy(), kernel.permute(3, 2, 0, 1).numpy())
     # ... already in the channels-last memory oneDNN takes (no copy inside the convolution).
     assert weight.is_contiguous(memory_format=torch.channels_last)
     assert not kernel.permute(3, 2, 0, 1).is_contiguous(memory_format=torch.channels_last)
+
+
+class _PointwiseLayer(keras.layers.Layer):
+    """A built 1x1 ``keras.layers.Conv2D`` applied through ``pointwise_conv``."""
+
+    def __init__(self, conv, add_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.conv, self.add_bias = conv, add_bias
+
+    def call(self, x):
+        return pointwise_conv(self.conv, x, self.add_bias)
+
+
+def twin_pointwise(shape, filters, **kwargs):
+    """A 1x1 ``keras.layers.Conv2D`` called as a layer, and a copy called by
+    ``pointwise_conv`` (torch: PyTorch's channels-last convolution; elsewhere a 2-D matmul)."""
+    theirs, ours = (keras.layers.Conv2D(filters, 1, **kwargs) for _ in range(2))
+    theirs.build(shape)
+    ours.build(shape)
+    rng = np.random.default_rng(6)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in theirs.get_weights()]
+    theirs.set_weights(weights)
+    ours.set_weights(weights)
+    return ours, theirs
+
+
+class TestPointwiseConv(TestCase):
+    @pytest.mark.parametrize("use_bias", [True, False])
+    def test_values_and_gradients_equal_the_layer(self, use_bias):
+        shape = (2, 5, 6, 16)
+        ours, theirs = twin_pointwise(shape, 8, use_bias=use_bias)
+        x = np.random.default_rng(7).normal(size=shape).astype("float32")
+        y, dx = values_and_input_gradient(lambda t: pointwise_conv(ours, t), x)
+        y_ref, dx_ref = values_and_input_gradient(theirs, x)
+        assert tuple(y.shape) == (2, 5, 6, 8)
+        self.assertAllClose(y, y_ref, atol=1e-5, rtol=1e-5)
+        self.assertAllClose(dx, dx_ref, atol=1e-5, rtol=1e-5)
+        if use_bias:  # add_bias=False: the product alone
+            self.assertAllClose(pointwise_conv(ours, x, add_bias=False),
+                                y_ref - ours.get_weights()[1], atol=1e-5, rtol=1e-5)
+        if keras.backend.backend() == "torch":
+            # NHWC memory, so the attention layers' reshape to (B, N, F) is a view
+            assert y.is_contiguous()
+
+    def test_kernel_and_bias_gradients_equal_the_layer(self):
+        """One SGD step moves the kernel and bias as it moves the layer's."""
+        shape = (2, 4, 3, 16)
+        ours, theirs = twin_pointwise(shape, 8)
+        x = np.random.default_rng(8).normal(size=shape).astype("float32")
+        target = np.random.default_rng(9).normal(size=(2, 4, 3, 8)).astype("float32")
+        for layer in (_PointwiseLayer(ours), theirs):
+            model = keras.Sequential([keras.Input(shape[1:]), layer])
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+            model.train_on_batch(x, target)
+        for a, b in zip(ours.get_weights(), theirs.get_weights()):
+            self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+        assert not np.allclose(ours.get_weights()[0], twin_pointwise(shape, 8)[0].get_weights()[0])
+
+    @pytest.mark.parametrize("dtype", ["mixed_float16", "mixed_bfloat16"])
+    def test_mixed_precision(self, dtype):
+        shape = (1, 4, 5, 16)
+        ours, theirs = twin_pointwise(shape, 8, dtype=dtype)
+        x = np.random.default_rng(10).normal(size=shape).astype("float32")
+        y = pointwise_conv(ours, x)
+        assert keras.backend.standardize_dtype(y.dtype) == dtype.split("_")[1]
+        self.assertAllClose(keras.ops.cast(y, "float32"), keras.ops.cast(theirs(x), "float32"),
+                            atol=5e-2, rtol=5e-2)
