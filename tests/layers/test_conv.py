@@ -11,16 +11,21 @@ from keras_segattn.layers._common import pointwise_conv, torch_channels_last_wei
 from keras_segattn.testing import TestCase, values_and_input_gradient
 
 
-def twin_convs(input_shape, **kwargs):
-    """Ours and Keras' Conv2D with the same random kernel and bias."""
-    ours, theirs = Conv2D(**kwargs), keras.layers.Conv2D(**kwargs)
+def with_same_random_weights(ours, theirs, input_shape, seed):
+    """``(ours, theirs)``, both built for ``input_shape`` with the same random weights."""
     ours.build(input_shape)
     theirs.build(input_shape)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     weights = [rng.normal(size=w.shape).astype("float32") for w in theirs.get_weights()]
     ours.set_weights(weights)
     theirs.set_weights(weights)
     return ours, theirs
+
+
+def twin_convs(input_shape, **kwargs):
+    """Ours and Keras' Conv2D with the same random kernel and bias."""
+    return with_same_random_weights(Conv2D(**kwargs), keras.layers.Conv2D(**kwargs),
+                                    input_shape, seed=0)
 
 
 # (kwargs, input shape): symmetric "same" (odd kernels, stride 1 or an even total at stride
@@ -187,14 +192,8 @@ class _PointwiseLayer(keras.layers.Layer):
 def twin_pointwise(shape, filters, **kwargs):
     """A 1x1 ``keras.layers.Conv2D`` called as a layer, and a copy called by
     ``pointwise_conv`` (torch: PyTorch's channels-last convolution; elsewhere a 2-D matmul)."""
-    theirs, ours = (keras.layers.Conv2D(filters, 1, **kwargs) for _ in range(2))
-    theirs.build(shape)
-    ours.build(shape)
-    rng = np.random.default_rng(6)
-    weights = [rng.normal(size=w.shape).astype("float32") for w in theirs.get_weights()]
-    theirs.set_weights(weights)
-    ours.set_weights(weights)
-    return ours, theirs
+    return with_same_random_weights(keras.layers.Conv2D(filters, 1, **kwargs),
+                                    keras.layers.Conv2D(filters, 1, **kwargs), shape, seed=6)
 
 
 class TestPointwiseConv(TestCase):
